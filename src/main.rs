@@ -1,0 +1,43 @@
+//! The `shoal` command. Each subcommand lives in `cli/`; this file parses
+//! arguments, runs the command, and turns errors into a message and an
+//! exit status (0 success, 1 a check found problems, 2 an error).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// shoal: P2P distribution of very large files, verified end to end.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, long_about = None)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make a .torrent from a file or a directory.
+    Create(cli::create::CreateArgs),
+    /// Print what a .torrent or a magnet link describes.
+    Show(cli::show::ShowArgs),
+    /// Check data on disk against a .torrent's piece hashes.
+    Verify(cli::verify::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Create(a) => cli::create::run(a),
+        Command::Show(a) => cli::show::run(a),
+        Command::Verify(a) => cli::verify::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
