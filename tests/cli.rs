@@ -11,13 +11,23 @@ fn nested_directory_round_trips() {
     let data = dir.path().join("tree");
     let made = make_tree(&data);
     let torrent = dir.path().join("tree.torrent");
-    let out = run_ok(shoal().args(["create", &s(&data), "-o", &s(&torrent), "-t", "http://127.0.0.1:7880/announce"]));
+    let out = run_ok(shoal().args([
+        "create",
+        &s(&data),
+        "-o",
+        &s(&torrent),
+        "-t",
+        "http://127.0.0.1:7880/announce",
+    ]));
     assert!(out.contains("infohash"), "{out}");
 
     let v = show_json(&s(&torrent));
     assert_eq!(v["name"], "tree");
     assert_eq!(v["blake3"], true);
-    let mut expected: Vec<(String, u64)> = made.iter().map(|(n, l)| (format!("tree/{n}"), *l as u64)).collect();
+    let mut expected: Vec<(String, u64)> = made
+        .iter()
+        .map(|(n, l)| (format!("tree/{n}"), *l as u64))
+        .collect();
     expected.sort();
     assert_eq!(listed_files(&v), expected);
     let total: u64 = expected.iter().map(|(_, l)| l).sum();
@@ -39,7 +49,14 @@ fn flipped_byte_names_exactly_its_piece() {
     let data = dir.path().join("tree");
     make_tree(&data);
     let torrent = dir.path().join("t.torrent");
-    run_ok(shoal().args(["create", &s(&data), "-o", &s(&torrent), "--piece-size", "64K"]));
+    run_ok(shoal().args([
+        "create",
+        &s(&data),
+        "-o",
+        &s(&torrent),
+        "--piece-size",
+        "64K",
+    ]));
     // Stream order: a.img (700000), empty, one (1), sub/b.bin, ...
     // Byte 150 of sub/b.bin is stream offset 700001 + 150 -> piece 10.
     flip_byte(&data.join("sub/b.bin"), 150);
@@ -50,7 +67,10 @@ fn flipped_byte_names_exactly_its_piece() {
     // The text report names the piece and the file.
     let out = run(shoal().arg("verify").arg(&torrent).arg(&data));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("bad piece 10: ") && text.contains("tree/sub/b.bin"), "{text}");
+    assert!(
+        text.contains("bad piece 10: ") && text.contains("tree/sub/b.bin"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -59,16 +79,35 @@ fn missing_and_short_files_are_reported_as_missing() {
     let data = dir.path().join("tree");
     make_tree(&data);
     let torrent = dir.path().join("t.torrent");
-    run_ok(shoal().args(["create", &s(&data), "-o", &s(&torrent), "--piece-size", "64K", "--no-blake3"]));
+    run_ok(shoal().args([
+        "create",
+        &s(&data),
+        "-o",
+        &s(&torrent),
+        "--piece-size",
+        "64K",
+        "--no-blake3",
+    ]));
     std::fs::remove_file(data.join("z/last")).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(data.join("a.img")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(data.join("a.img"))
+        .unwrap();
     f.set_len(100_000).unwrap();
     let (code, report) = verify_json(&torrent, &data);
     assert_eq!(code, 1);
     assert_eq!(report["checked_with"], "sha1");
-    let missing: Vec<u64> = report["missing"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let missing: Vec<u64> = report["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     // a.img keeps pieces 0 (bytes 0..65536); 100000 cuts piece 1.
-    assert!(missing.contains(&1) && missing.contains(&10) && !missing.contains(&0), "{missing:?}");
+    assert!(
+        missing.contains(&1) && missing.contains(&10) && !missing.contains(&0),
+        "{missing:?}"
+    );
     let last_piece = report["pieces"].as_u64().unwrap() - 1;
     assert!(missing.contains(&last_piece));
 }
@@ -79,7 +118,18 @@ fn single_file_piece_size_and_no_blake3() {
     let file = dir.path().join("disk.img");
     write_data(&file, 3 * 1024 * 1024 + 17, 9);
     let torrent = dir.path().join("disk.torrent");
-    run_ok(shoal().args(["create", &s(&file), "-o", &s(&torrent), "--piece-size", "512K", "--no-blake3", "--private", "--comment", "nightly"]));
+    run_ok(shoal().args([
+        "create",
+        &s(&file),
+        "-o",
+        &s(&torrent),
+        "--piece-size",
+        "512K",
+        "--no-blake3",
+        "--private",
+        "--comment",
+        "nightly",
+    ]));
     let v = show_json(&s(&torrent));
     assert_eq!(v["piece_length"], 512 * 1024);
     assert_eq!(v["piece_count"], 7);
@@ -100,9 +150,24 @@ fn magnet_links_show_and_round_trip() {
     let file = dir.path().join("x.bin");
     write_data(&file, 1000, 3);
     let torrent = dir.path().join("x.torrent");
-    run_ok(shoal().args(["create", &s(&file), "-o", &s(&torrent), "-t", "http://a/announce,http://b/announce", "-t", "http://c/announce"]));
+    run_ok(shoal().args([
+        "create",
+        &s(&file),
+        "-o",
+        &s(&torrent),
+        "-t",
+        "http://a/announce,http://b/announce",
+        "-t",
+        "http://c/announce",
+    ]));
     let v = show_json(&s(&torrent));
-    assert_eq!(v["trackers"], serde_json::json!([["http://a/announce", "http://b/announce"], ["http://c/announce"]]));
+    assert_eq!(
+        v["trackers"],
+        serde_json::json!([
+            ["http://a/announce", "http://b/announce"],
+            ["http://c/announce"]
+        ])
+    );
     let magnet = v["magnet"].as_str().unwrap();
     let m = show_json(magnet);
     assert_eq!(m["info_hash"], v["info_hash"]);
@@ -113,7 +178,12 @@ fn magnet_links_show_and_round_trip() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in [&["--help"][..], &["create", "--help"], &["show", "--help"], &["verify", "--help"]] {
+    for cmd in [
+        &["--help"][..],
+        &["create", "--help"],
+        &["show", "--help"],
+        &["verify", "--help"],
+    ] {
         let out = run_ok(shoal().args(cmd));
         assert!(out.contains("Usage"), "{cmd:?}: {out}");
     }
@@ -147,19 +217,53 @@ fn bad_input_gives_clear_errors_not_panics() {
         (vec!["show".into(), s(&escape)], "not allowed"),
         (vec!["show".into(), s(&missing)], "nope.torrent"),
         (vec!["show".into(), s(dir.path())], "cannot read"),
-        (vec!["show".into(), "magnet:?xt=urn:btih:123".into()], "infohash"),
-        (vec!["verify".into(), s(&garbage), s(&data)], "garbage.torrent"),
-        (vec!["verify".into(), s(&good), s(&dir.path().join("absent"))], "absent"),
-        (vec!["create".into(), s(&empty_dir), "-o".into(), s(&dir.path().join("e.torrent"))], "nothing to share"),
-        (vec!["create".into(), s(&dir.path().join("absent"))], "absent"),
-        (vec!["create".into(), s(&data), "-o".into(), s(&good)], "already exists"),
-        (vec!["create".into(), s(&data), "--piece-size".into(), "3000".into()], "power of two"),
+        (
+            vec!["show".into(), "magnet:?xt=urn:btih:123".into()],
+            "infohash",
+        ),
+        (
+            vec!["verify".into(), s(&garbage), s(&data)],
+            "garbage.torrent",
+        ),
+        (
+            vec!["verify".into(), s(&good), s(&dir.path().join("absent"))],
+            "absent",
+        ),
+        (
+            vec![
+                "create".into(),
+                s(&empty_dir),
+                "-o".into(),
+                s(&dir.path().join("e.torrent")),
+            ],
+            "nothing to share",
+        ),
+        (
+            vec!["create".into(), s(&dir.path().join("absent"))],
+            "absent",
+        ),
+        (
+            vec!["create".into(), s(&data), "-o".into(), s(&good)],
+            "already exists",
+        ),
+        (
+            vec![
+                "create".into(),
+                s(&data),
+                "--piece-size".into(),
+                "3000".into(),
+            ],
+            "power of two",
+        ),
     ];
     for (args, needle) in cases {
         let out = run(shoal().args(&args));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
     }
     // A refused create leaves no torrent behind.
     assert!(!dir.path().join("e.torrent").exists());

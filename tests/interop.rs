@@ -49,7 +49,14 @@ fn transmission_show_reads_shoal_torrents() {
         let torrent = dir.path().join(format!("out-{blake3}.torrent"));
         let _ = std::fs::remove_file(&torrent);
         let mut cmd = shoal();
-        cmd.args(["create", &s(src), "-o", &s(&torrent), "-t", "http://127.0.0.1:7880/announce"]);
+        cmd.args([
+            "create",
+            &s(src),
+            "-o",
+            &s(&torrent),
+            "-t",
+            "http://127.0.0.1:7880/announce",
+        ]);
         if !blake3 {
             cmd.arg("--no-blake3");
         }
@@ -70,8 +77,14 @@ fn transmission_show_reads_shoal_torrents() {
 fn make_with(tool: &str, src: &Path, out: &Path) {
     let mut cmd = std::process::Command::new(tool);
     match tool {
-        "mktorrent" => cmd.args(["-l", "16", "-a", "http://127.0.0.1:7880/announce", "-o"]).arg(out).arg(src),
-        "transmission-create" => cmd.args(["-s", "64", "-t", "http://127.0.0.1:7880/announce", "-o"]).arg(out).arg(src),
+        "mktorrent" => cmd
+            .args(["-l", "16", "-a", "http://127.0.0.1:7880/announce", "-o"])
+            .arg(out)
+            .arg(src),
+        "transmission-create" => cmd
+            .args(["-s", "64", "-t", "http://127.0.0.1:7880/announce", "-o"])
+            .arg(out)
+            .arg(src),
         _ => unreachable!(),
     };
     run_ok(&mut cmd);
@@ -86,11 +99,19 @@ fn shoal_reads_and_verifies_torrents_from_stock_tools() {
         let single = dir.path().join("single.img");
         write_data(&single, 1_500_000, 7);
         for src in [&tree, &single] {
-            let torrent = dir.path().join(format!("{}.torrent", src.file_name().unwrap().to_string_lossy()));
+            let torrent = dir.path().join(format!(
+                "{}.torrent",
+                src.file_name().unwrap().to_string_lossy()
+            ));
             make_with(tool, src, &torrent);
             let v = show_json(&s(&torrent));
             let (hash, pieces, files) = transmission_show(&torrent);
-            assert_eq!(v["info_hash"].as_str().unwrap(), hash, "{tool} {}", src.display());
+            assert_eq!(
+                v["info_hash"].as_str().unwrap(),
+                hash,
+                "{tool} {}",
+                src.display()
+            );
             assert_eq!(v["piece_count"].as_u64().unwrap(), pieces);
             assert_eq!(v["blake3"], false);
             if src == &tree {
@@ -102,11 +123,17 @@ fn shoal_reads_and_verifies_torrents_from_stock_tools() {
         }
 
         // One flipped byte: exactly the right piece, through SHA-1 alone.
-        let piece_len = show_json(&s(&dir.path().join("single.img.torrent")))["piece_length"].as_u64().unwrap();
+        let piece_len = show_json(&s(&dir.path().join("single.img.torrent")))["piece_length"]
+            .as_u64()
+            .unwrap();
         let offset = 1_234_567u64;
         flip_byte(&single, offset);
         let (code, report) = verify_json(&dir.path().join("single.img.torrent"), &single);
         assert_eq!(code, 1);
-        assert_eq!(report["bad"], serde_json::json!([offset / piece_len]), "{tool}");
+        assert_eq!(
+            report["bad"],
+            serde_json::json!([offset / piece_len]),
+            "{tool}"
+        );
     }
 }

@@ -13,9 +13,9 @@ pub fn shoal() -> Command {
 /// Runs a command and returns its output, failing the test if it could
 /// not start (for example, a tool that is not installed).
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (scripts/test installs the tools the tests need)"));
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (scripts/test installs the tools the tests need)")
+    });
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("panicked"),
         "{cmd:?} panicked: {}",
@@ -115,7 +115,12 @@ pub fn listed_files(v: &serde_json::Value) -> Vec<(String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["path"].as_str().unwrap().to_owned(), f["length"].as_u64().unwrap()))
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["length"].as_u64().unwrap(),
+            )
+        })
         .collect();
     files.sort();
     files
