@@ -1,10 +1,18 @@
 //! shoal: the daemon and command-line shell around `shoal-proto`.
 //!
 //! proto decides; this crate carries bytes and time. Today it holds the
-//! disk side of `shoal create` and `shoal verify`; the node's actors
-//! (swarm, storage, verification, transport, gossip, http) join it here.
+//! disk side of `shoal create` and `shoal verify`, and the node: its
+//! config and identity, the tracker role, gossip and the HTTP server. The
+//! swarm, storage, verification and transport actors join it here.
 
 pub mod check;
+pub mod config;
 pub mod create;
 pub mod disk;
+pub mod gossip;
+pub mod http;
+pub mod identity;
+pub mod logging;
+pub mod node;
 pub mod progress;
+pub mod tracker;

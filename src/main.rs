@@ -24,6 +24,19 @@ enum Command {
     Show(cli::show::ShowArgs),
     /// Check data on disk against a .torrent's piece hashes.
     Verify(cli::verify::VerifyArgs),
+    /// Run the node daemon (add --tracker for the tracker role).
+    Node(cli::node::NodeArgs),
+    /// Run a node with only the tracker role.
+    Tracker(cli::node::NodeArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the default config, with every option explained.
+    Example,
 }
 
 fn main() -> ExitCode {
@@ -32,6 +45,12 @@ fn main() -> ExitCode {
         Command::Create(a) => cli::create::run(a),
         Command::Show(a) => cli::show::run(a),
         Command::Verify(a) => cli::verify::run(a),
+        Command::Node(a) => cli::node::run(a, false),
+        Command::Tracker(a) => cli::node::run(a, true),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", shoal::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -10,10 +10,12 @@
 #![deny(missing_docs)]
 
 pub mod bencode;
+pub mod gossip;
 pub mod infohash;
 pub mod magnet;
 pub mod metainfo;
 pub mod paths;
+pub mod tracker;
 pub mod verify;
 
 pub use infohash::InfoHash;

@@ -2,6 +2,7 @@
 //! and a `run` function; shared helpers for reading inputs live here.
 
 pub mod create;
+pub mod node;
 pub mod show;
 pub mod verify;
 

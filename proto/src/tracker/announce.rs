@@ -329,7 +329,10 @@ mod tests {
         assert_eq!(r.event, Event::None);
         assert!(r.compact);
         assert_eq!(r.numwant, None);
-        let q = format!("{}&compact=0&no_peer_id=1&event=&ip=%5B::ffff:198.18.0.9%5D", base());
+        let q = format!(
+            "{}&compact=0&no_peer_id=1&event=&ip=%5B::ffff:198.18.0.9%5D",
+            base()
+        );
         let r = parse(&q).unwrap();
         assert!(!r.compact && r.no_peer_id);
         assert_eq!(r.event, Event::None);
@@ -346,7 +349,8 @@ mod tests {
         assert_eq!(r.uploaded, u64::MAX);
         assert!(r.is_seeder());
         // Escaped key names and escaped digits are still understood.
-        let q = format!("info%5Fhash={IH}&peer_id={PID}&port=%36881&uploaded=0&downloaded=0&left=0");
+        let q =
+            format!("info%5Fhash={IH}&peer_id={PID}&port=%36881&uploaded=0&downloaded=0&left=0");
         assert_eq!(parse(&q).unwrap().port, 6881);
     }
 
@@ -367,41 +371,140 @@ mod tests {
             ("".into(), E::Missing("info_hash")),
             (format!("peer_id={PID}&{ok}"), E::Missing("info_hash")),
             (format!("info_hash={IH}&{ok}"), E::Missing("peer_id")),
-            (format!("{idpid}&uploaded=0&downloaded=0&left=0"), E::Missing("port")),
-            (format!("{idpid}&port=1&downloaded=0&left=0"), E::Missing("uploaded")),
-            (format!("{idpid}&port=1&uploaded=0&left=0"), E::Missing("downloaded")),
-            (format!("{idpid}&port=1&uploaded=0&downloaded=0"), E::Missing("left")),
-            (format!("info_hash=abc&peer_id={PID}&{ok}"), E::BadLength { field: "info_hash", len: 3 }),
-            (format!("info_hash={IH}%00&peer_id={PID}&{ok}"), E::BadLength { field: "info_hash", len: 21 }),
-            (format!("info_hash=&peer_id={PID}&{ok}"), E::BadLength { field: "info_hash", len: 0 }),
-            (format!("info_hash={IH}&peer_id=short&{ok}"), E::BadLength { field: "peer_id", len: 5 }),
-            (format!("info_hash=%zz{IH}&peer_id={PID}&{ok}"), E::BadPercentEncoding("info_hash")),
-            (format!("info_hash={IH}&peer_id={PID}%4&{ok}"), E::BadPercentEncoding("peer_id")),
-            (format!("{idpid}&port=0&uploaded=0&downloaded=0&left=0"), E::BadPort),
-            (format!("{idpid}&port=65536&uploaded=0&downloaded=0&left=0"), E::BadPort),
-            (format!("{idpid}&port=-1&uploaded=0&downloaded=0&left=0"), E::BadPort),
-            (format!("{idpid}&port=&uploaded=0&downloaded=0&left=0"), E::BadPort),
-            (format!("{idpid}&port=99999999999999999999999&uploaded=0&downloaded=0&left=0"), E::BadPort),
-            (format!("{idpid}&port=1&uploaded=18446744073709551616&downloaded=0&left=0"), E::NumberTooLarge("uploaded")),
-            (format!("{idpid}&port=1&uploaded=0&downloaded=1e9&left=0"), E::NotANumber("downloaded")),
-            (format!("{idpid}&port=1&uploaded=0&downloaded=0&left=-5"), E::NotANumber("left")),
-            (format!("{idpid}&port=1&uploaded=0&downloaded=0&left="), E::NotANumber("left")),
-            (format!("{idpid}&port=1&uploaded=+1&downloaded=0&left=0"), E::NotANumber("uploaded")),
-            (format!("{idpid}&{ok}&numwant=4294967296"), E::NumberTooLarge("numwant")),
-            (format!("{idpid}&{ok}&numwant=%"), E::BadPercentEncoding("numwant")),
+            (
+                format!("{idpid}&uploaded=0&downloaded=0&left=0"),
+                E::Missing("port"),
+            ),
+            (
+                format!("{idpid}&port=1&downloaded=0&left=0"),
+                E::Missing("uploaded"),
+            ),
+            (
+                format!("{idpid}&port=1&uploaded=0&left=0"),
+                E::Missing("downloaded"),
+            ),
+            (
+                format!("{idpid}&port=1&uploaded=0&downloaded=0"),
+                E::Missing("left"),
+            ),
+            (
+                format!("info_hash=abc&peer_id={PID}&{ok}"),
+                E::BadLength {
+                    field: "info_hash",
+                    len: 3,
+                },
+            ),
+            (
+                format!("info_hash={IH}%00&peer_id={PID}&{ok}"),
+                E::BadLength {
+                    field: "info_hash",
+                    len: 21,
+                },
+            ),
+            (
+                format!("info_hash=&peer_id={PID}&{ok}"),
+                E::BadLength {
+                    field: "info_hash",
+                    len: 0,
+                },
+            ),
+            (
+                format!("info_hash={IH}&peer_id=short&{ok}"),
+                E::BadLength {
+                    field: "peer_id",
+                    len: 5,
+                },
+            ),
+            (
+                format!("info_hash=%zz{IH}&peer_id={PID}&{ok}"),
+                E::BadPercentEncoding("info_hash"),
+            ),
+            (
+                format!("info_hash={IH}&peer_id={PID}%4&{ok}"),
+                E::BadPercentEncoding("peer_id"),
+            ),
+            (
+                format!("{idpid}&port=0&uploaded=0&downloaded=0&left=0"),
+                E::BadPort,
+            ),
+            (
+                format!("{idpid}&port=65536&uploaded=0&downloaded=0&left=0"),
+                E::BadPort,
+            ),
+            (
+                format!("{idpid}&port=-1&uploaded=0&downloaded=0&left=0"),
+                E::BadPort,
+            ),
+            (
+                format!("{idpid}&port=&uploaded=0&downloaded=0&left=0"),
+                E::BadPort,
+            ),
+            (
+                format!("{idpid}&port=99999999999999999999999&uploaded=0&downloaded=0&left=0"),
+                E::BadPort,
+            ),
+            (
+                format!("{idpid}&port=1&uploaded=18446744073709551616&downloaded=0&left=0"),
+                E::NumberTooLarge("uploaded"),
+            ),
+            (
+                format!("{idpid}&port=1&uploaded=0&downloaded=1e9&left=0"),
+                E::NotANumber("downloaded"),
+            ),
+            (
+                format!("{idpid}&port=1&uploaded=0&downloaded=0&left=-5"),
+                E::NotANumber("left"),
+            ),
+            (
+                format!("{idpid}&port=1&uploaded=0&downloaded=0&left="),
+                E::NotANumber("left"),
+            ),
+            (
+                format!("{idpid}&port=1&uploaded=+1&downloaded=0&left=0"),
+                E::NotANumber("uploaded"),
+            ),
+            (
+                format!("{idpid}&{ok}&numwant=4294967296"),
+                E::NumberTooLarge("numwant"),
+            ),
+            (
+                format!("{idpid}&{ok}&numwant=%"),
+                E::BadPercentEncoding("numwant"),
+            ),
             (format!("{idpid}&{ok}&event=finished"), E::UnknownEvent),
             (format!("{idpid}&{ok}&event=STARTED"), E::UnknownEvent),
-            (format!("{idpid}&{ok}&event=%ZZ"), E::BadPercentEncoding("event")),
-            (format!("{idpid}&{ok}&info_hash={IH}"), E::Repeated("info_hash")),
-            (format!("{idpid}&{ok}&info%5fhash={IH}"), E::Repeated("info_hash")),
+            (
+                format!("{idpid}&{ok}&event=%ZZ"),
+                E::BadPercentEncoding("event"),
+            ),
+            (
+                format!("{idpid}&{ok}&info_hash={IH}"),
+                E::Repeated("info_hash"),
+            ),
+            (
+                format!("{idpid}&{ok}&info%5fhash={IH}"),
+                E::Repeated("info_hash"),
+            ),
             (format!("{idpid}&{ok}&port=6882"), E::Repeated("port")),
             (format!("{idpid}&{ok}&ip=example.com"), E::BadIp),
             (format!("{idpid}&{ok}&ip=198.18.0.256"), E::BadIp),
             (format!("{idpid}&{ok}&ip=%FF%FE"), E::BadIp),
             (format!("{idpid}&{ok}&ip="), E::BadIp),
-            (format!("{idpid}&{ok}&key=%g0"), E::BadPercentEncoding("key")),
-            (format!("{idpid}&{ok}&compact=%"), E::BadPercentEncoding("compact")),
-            (format!("{idpid}&{ok}&pad={}", "x".repeat(MAX)), E::QueryTooLong { len: MAX + idpid.len() + ok.len() + 6, max: MAX }),
+            (
+                format!("{idpid}&{ok}&key=%g0"),
+                E::BadPercentEncoding("key"),
+            ),
+            (
+                format!("{idpid}&{ok}&compact=%"),
+                E::BadPercentEncoding("compact"),
+            ),
+            (
+                format!("{idpid}&{ok}&pad={}", "x".repeat(MAX)),
+                E::QueryTooLong {
+                    len: MAX + idpid.len() + ok.len() + 6,
+                    max: MAX,
+                },
+            ),
         ];
         assert!(cases.len() >= 25);
         for (q, want) in cases {
@@ -411,12 +514,22 @@ mod tests {
 
     #[test]
     fn failure_reasons_read_well() {
-        assert_eq!(AnnounceError::Missing("peer_id").to_string(), "missing peer_id");
         assert_eq!(
-            AnnounceError::BadLength { field: "info_hash", len: 19 }.to_string(),
+            AnnounceError::Missing("peer_id").to_string(),
+            "missing peer_id"
+        );
+        assert_eq!(
+            AnnounceError::BadLength {
+                field: "info_hash",
+                len: 19
+            }
+            .to_string(),
             "info_hash must be 20 bytes, got 19"
         );
-        assert_eq!(AnnounceError::Repeated("info_hash").to_string(), "repeated info_hash");
+        assert_eq!(
+            AnnounceError::Repeated("info_hash").to_string(),
+            "repeated info_hash"
+        );
     }
 
     proptest! {

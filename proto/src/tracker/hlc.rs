@@ -45,7 +45,9 @@ pub struct Timestamp {
 pub enum ClockError {
     /// The remote stamp is further ahead of our wall clock than the
     /// allowed drift: its sender's clock is probably wrong.
-    #[error("remote clock {remote_ms} ms is more than {max_drift_ms} ms ahead of ours ({now_ms} ms)")]
+    #[error(
+        "remote clock {remote_ms} ms is more than {max_drift_ms} ms ahead of ours ({now_ms} ms)"
+    )]
     TooFarAhead {
         /// The remote stamp's wall time.
         remote_ms: u64,
@@ -207,7 +209,14 @@ mod tests {
         );
         assert_eq!(c.last(), before);
         // Exactly at the limit is fine.
-        c.observe(Timestamp { wall_ms: 5_000, ..far }, 4_000).unwrap();
+        c.observe(
+            Timestamp {
+                wall_ms: 5_000,
+                ..far
+            },
+            4_000,
+        )
+        .unwrap();
         assert!(c.tick(4_000).wall_ms == 5_000);
     }
 

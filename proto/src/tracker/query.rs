@@ -18,12 +18,13 @@ use crate::magnet::percent_decode_bytes;
 /// about is plain ASCII, and one that needs decoding is decoded by
 /// [`decode_key`].
 pub(crate) fn pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    query.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|p| {
-        match p.iter().position(|&b| b == b'=') {
+    query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&b| b == b'=') {
             Some(i) => (&p[..i], &p[i + 1..]),
             None => (p, &p[p.len()..]),
-        }
-    })
+        })
 }
 
 /// The key with escapes decoded; `None` if the escapes are broken, in which
@@ -76,7 +77,10 @@ mod tests {
         assert_eq!(decode_value(b"a%20b").as_deref(), Some(&b"a b"[..]));
         assert_eq!(decode_value(b"a+b").as_deref(), Some(&b"a+b"[..]));
         assert_eq!(decode_value(b"%zz"), None);
-        assert_eq!(decode_key(b"info%5Fhash").as_deref(), Some(&b"info_hash"[..]));
+        assert_eq!(
+            decode_key(b"info%5Fhash").as_deref(),
+            Some(&b"info_hash"[..])
+        );
     }
 
     #[test]
