@@ -343,6 +343,13 @@ mod tests {
     }
 
     #[test]
+    fn deployed_example_parses() {
+        let c = Config::parse(include_str!("../deploy/shoal.toml")).unwrap();
+        assert!(c.tracker.enabled);
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(Config::parse("data_dri = \"x\"").is_err());
         assert!(Config::parse("[tracker]\nintervall_secs = 5").is_err());

@@ -193,18 +193,28 @@ pub struct GossipSetup {
     pub http: Option<SocketAddr>,
 }
 
-/// Parses a join address: `host:port` (resolved now) or a multiaddr.
-pub fn parse_join(s: &str) -> Result<Multiaddr, GossipError> {
+/// Checks a join address: a multiaddr, or `host:port` with a numeric port.
+/// Names are resolved at each dial, so a node may start before the nodes it
+/// joins are resolvable (containers starting together).
+pub fn check_join(s: &str) -> Result<(), GossipError> {
+    let ok = if s.starts_with('/') {
+        s.parse::<Multiaddr>().is_ok()
+    } else {
+        s.rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
+    ok.then_some(())
+        .ok_or_else(|| GossipError::BadJoin(s.to_owned()))
+}
+
+/// Resolves a checked join address to a dialable multiaddr, if it resolves
+/// now.
+fn resolve_join(s: &str) -> Option<Multiaddr> {
     if s.starts_with('/') {
-        return s.parse().map_err(|_| GossipError::BadJoin(s.to_owned()));
+        return s.parse().ok();
     }
     use std::net::ToSocketAddrs;
-    let addr = s
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| GossipError::BadJoin(s.to_owned()))?;
-    Ok(socket_multiaddr(addr))
+    s.to_socket_addrs().ok()?.next().map(socket_multiaddr)
 }
 
 fn socket_multiaddr(a: SocketAddr) -> Multiaddr {
@@ -293,12 +303,10 @@ pub async fn spawn(
     tracker: Option<Arc<Tracker>>,
     shutdown: CancellationToken,
 ) -> Result<GossipHandle, GossipError> {
-    let joins = setup
-        .cfg
-        .join
-        .iter()
-        .map(|j| parse_join(j))
-        .collect::<Result<Vec<_>, _>>()?;
+    for j in &setup.cfg.join {
+        check_join(j)?;
+    }
+    let joins = setup.cfg.join.clone();
     let mut swarm = build_swarm(&setup.key)?;
     let peer_id = *swarm.local_peer_id();
     swarm
@@ -371,7 +379,7 @@ struct Actor {
     setup: GossipSetup,
     tracker: Option<Arc<Tracker>>,
     status: SharedStatus,
-    joins: Vec<Multiaddr>,
+    joins: Vec<String>,
     listen: Vec<Multiaddr>,
     members_topic: IdentTopic,
     tracker_topic: IdentTopic,
@@ -442,7 +450,12 @@ impl Actor {
 
     fn dial_joins(&mut self) {
         let connected: HashSet<Multiaddr> = self.connected.values().cloned().collect();
-        for j in self.joins.clone() {
+        for j in self
+            .joins
+            .iter()
+            .filter_map(|j| resolve_join(j))
+            .collect::<Vec<_>>()
+        {
             if !connected.contains(&j) && !self.listen.contains(&j) {
                 if let Err(e) = self.swarm.dial(j.clone()) {
                     debug!(addr = %j, error = %e, "dial failed");
@@ -706,5 +719,32 @@ impl Actor {
                 SyncResponse::Refused(why) => debug!(%peer, %why, "anti-entropy refused"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_addresses_are_checked_but_resolved_late() {
+        assert!(check_join("127.0.0.1:7881").is_ok());
+        assert!(check_join("tracker-1.example.internal:7881").is_ok());
+        assert!(check_join("/ip4/198.18.0.1/tcp/7881").is_ok());
+        assert!(check_join("[::1]:7881").is_ok());
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":7881",
+            "host:99999",
+            "/not/a/multiaddr",
+        ] {
+            assert!(check_join(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            resolve_join("127.0.0.1:7881").map(|m| m.to_string()),
+            Some("/ip4/127.0.0.1/tcp/7881".to_owned())
+        );
     }
 }
