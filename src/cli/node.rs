@@ -79,8 +79,12 @@ pub fn run(a: NodeArgs, force_tracker: bool) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        // Watch the signals before the node says it is ready: a SIGTERM
+        // sent just after "http listening on" must stop it cleanly, not
+        // kill it with the default action.
+        let signals = watch_signals()?;
         let node = Node::start(cfg, None).await?;
-        wait_for_signal().await?;
+        signals.await;
         tracing::info!("shutting down");
         node.stop(SHUTDOWN_GRACE).await;
         Ok::<_, anyhow::Error>(())
@@ -88,12 +92,16 @@ pub fn run(a: NodeArgs, force_tracker: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Installs the SIGINT and SIGTERM handlers now; the returned future ends
+/// when either signal arrives.
+fn watch_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

@@ -130,3 +130,5 @@ pub fn listed_files(v: &serde_json::Value) -> Vec<(String, u64)> {
 pub fn p(dir: &Path, rel: &str) -> PathBuf {
     dir.join(rel)
 }
+pub mod clients;
+pub mod node;
