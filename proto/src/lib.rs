@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod bencode;
+pub mod bitfield;
 pub mod gossip;
 pub mod infohash;
 pub mod magnet;
@@ -17,6 +18,7 @@ pub mod metainfo;
 pub mod paths;
 pub mod tracker;
 pub mod verify;
+pub mod wire;
 
 pub use infohash::InfoHash;
 pub use magnet::Magnet;
