@@ -15,4 +15,5 @@ pub mod identity;
 pub mod logging;
 pub mod node;
 pub mod progress;
+pub mod storage;
 pub mod tracker;
