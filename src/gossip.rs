@@ -49,6 +49,11 @@ const MAX_ENTRIES_PER_SYNC: usize = 200_000;
 const MAX_SYNC_BYTES: usize = 32 << 20;
 /// How often a node announces itself and re-dials its join addresses.
 const MEMBER_INTERVAL: Duration = Duration::from_secs(2);
+/// How long an anti-entropy request may take. A peer that does not answer
+/// in time is disconnected: the exchange doubles as a liveness check, so a
+/// connection that died silently (a partition) is noticed in seconds and
+/// redialled when the network heals, instead of waiting on TCP's retries.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// The anti-entropy protocol.
 const SYNC_PROTOCOL: &str = "/shoal/tracker-sync/1";
 
@@ -252,7 +257,7 @@ fn build_swarm(key: &identity::Keypair) -> Result<Swarm<Behaviour>, GossipError>
             let sync = request_response::Behaviour::with_codec(
                 codec,
                 [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+                request_response::Config::default().with_request_timeout(SYNC_TIMEOUT),
             );
             Ok(Behaviour {
                 gossipsub,
@@ -580,6 +585,10 @@ impl Actor {
                 request_response::Event::OutboundFailure { peer, error, .. },
             )) => {
                 debug!(%peer, %error, "anti-entropy request failed");
+                if matches!(error, request_response::OutboundFailure::Timeout) {
+                    warn!(%peer, "gossip peer unresponsive; disconnecting to redial");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
             }
             _ => {}
         }

@@ -496,7 +496,7 @@ pub fn poll_until<T>(
 pub type PeerMap = std::collections::BTreeMap<[u8; 20], SocketAddr>;
 
 /// What one tracker replica shows for some torrents: scrape counts, and
-/// the peer list an announcing leecher gets (observers left out).
+/// the peer list an announcing leecher gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct View {
     /// Scrape counts by infohash.
@@ -505,18 +505,24 @@ pub struct View {
     pub peers: std::collections::BTreeMap<[u8; 20], PeerMap>,
 }
 
-/// The peer id an observer (a reader that announces, then stops at once)
-/// uses; `label` tells the nodes' observers apart.
-pub fn observer_id(label: &str) -> [u8; 20] {
-    id20(&format!("observer-{label}"))
+/// The peer id of node `label`'s witness: a leecher the tests announce to
+/// that node alone, always from the same address, to read the peer lists
+/// the node hands out. Re-announcing it changes only its entry's stamp,
+/// never what any replica shows, so reading never disturbs a comparison.
+pub fn witness_id(label: &str) -> [u8; 20] {
+    id20(&format!("witness-{label}"))
 }
 
-/// `peers` without observer ids.
-pub fn without_observers(peers: PeerMap) -> PeerMap {
-    peers
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with(b"observer"))
-        .collect()
+impl View {
+    /// The view as `pid` itself sees it: an announce never lists the
+    /// announcing peer.
+    pub fn seen_by(&self, pid: &[u8; 20]) -> View {
+        let mut v = self.clone();
+        for peers in v.peers.values_mut() {
+            peers.remove(pid);
+        }
+        v
+    }
 }
 
 fn id_name(b: &[u8]) -> String {
@@ -552,15 +558,15 @@ pub fn view_diff(what: &str, got: &View, want: &View) -> String {
     format!("{what}: {}", out.join("; "))
 }
 
+/// One swarm of a [`Model`]: live peers' addresses and whether each seeds.
+pub type ModelSwarm = std::collections::BTreeMap<[u8; 20], (SocketAddr, bool)>;
+
 /// What a cluster should hold after some announces: live peers (address,
 /// seeder) and the `downloaded` total, per torrent.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     /// Live peers by infohash and peer id.
-    pub peers: std::collections::BTreeMap<
-        [u8; 20],
-        std::collections::BTreeMap<[u8; 20], (SocketAddr, bool)>,
-    >,
+    pub peers: std::collections::BTreeMap<[u8; 20], ModelSwarm>,
     /// `completed` events counted per infohash.
     pub downloaded: std::collections::BTreeMap<[u8; 20], i64>,
 }
