@@ -1,0 +1,165 @@
+//! Who we upload to: reciprocation plus an optimistic slot while we
+//! download, furthest-behind-first while we seed, a stable courted set
+//! while we spread (rules in the module comment of [`crate::swarm`]).
+//!
+//! Invariants this module keeps:
+//! - At most `unchoke_slots + optimistic_slots` peers are unchoked
+//!   (`spread_slots` while spreading), and only peers that want something
+//!   from us ([`Swarm::wants_upload`]).
+//! - Ties between equally ranked peers are broken by the seeded RNG, never
+//!   by key order, so no peer is favoured by the caller's numbering.
+//! - Choking a peer forgets what it has queued at us (the caller drops
+//!   unsent blocks) and takes back its unstarted reveals.
+
+use std::cmp::Ordering;
+
+use super::config::SeedChoking;
+use super::types::{Message, PeerKey, Time};
+use super::Swarm;
+
+impl Swarm {
+    /// Peers we may unchoke at once.
+    fn slots(&self) -> usize {
+        if self.spreading() {
+            self.cfg.spread_slots
+        } else {
+            self.cfg.unchoke_slots + self.cfg.optimistic_slots
+        }
+    }
+
+    /// Chokes or unchokes `peer`, sending the message on a change.
+    pub(super) fn set_choke(&mut self, now: Time, peer: PeerKey, choke: bool) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.am_choking == choke {
+            return;
+        }
+        p.am_choking = choke;
+        if choke {
+            p.serving_bytes = 0;
+            self.send(peer, Message::Choke);
+            self.spread_release(peer, false);
+        } else {
+            p.unchoked_at = Some(now);
+            self.send(peer, Message::Unchoke);
+            self.spread_top_up(peer);
+        }
+    }
+
+    /// Candidates for an upload slot, best first: for a seed by
+    /// `seed_choking`, for a leecher the peers that send it most.
+    fn ranked_candidates(&mut self, now: Time, only_choked: bool) -> Vec<PeerKey> {
+        let seed = self.have.is_full();
+        let tau = self.cfg.rate_window;
+        let mut c: Vec<(f64, u64, PeerKey)> = Vec::new();
+        for (&k, p) in &self.peers {
+            if only_choked && !p.am_choking {
+                continue;
+            }
+            if !p.wants_upload(self.spread.is_some()) {
+                continue;
+            }
+            let score = if seed {
+                match self.cfg.seed_choking {
+                    SeedChoking::FurthestBehind => -f64::from(p.has.count()),
+                    SeedChoking::LeastServed => -(p.up.total() as f64),
+                }
+            } else {
+                p.down.get(now, tau)
+            };
+            c.push((score, self.rng.next_u64(), k));
+        }
+        c.sort_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        });
+        c.into_iter().map(|(_, _, k)| k).collect()
+    }
+
+    /// A full choke round: re-plan every slot.
+    pub(super) fn rechoke(&mut self, now: Time) {
+        let mut ranked = self.ranked_candidates(now, false);
+        if self.spreading() {
+            // Keep whom we serve (see `spreading`); newcomers fill gaps.
+            let (kept, rest): (Vec<PeerKey>, Vec<PeerKey>) =
+                ranked.into_iter().partition(|k| self.is_unchoked(*k));
+            ranked = kept;
+            ranked.extend(rest);
+        }
+        let chosen: Vec<PeerKey> = if self.have.is_full() {
+            self.optimistic.clear();
+            ranked.into_iter().take(self.slots()).collect()
+        } else {
+            self.optimistic.retain(|k| ranked.contains(k));
+            let mut chosen: Vec<PeerKey> = ranked
+                .iter()
+                .filter(|k| !self.optimistic.contains(k))
+                .take(self.cfg.unchoke_slots)
+                .copied()
+                .collect();
+            let rest: Vec<PeerKey> = ranked
+                .iter()
+                .filter(|k| !chosen.contains(k) && !self.optimistic.contains(k))
+                .copied()
+                .collect();
+            self.pick_optimistic(now, rest);
+            chosen.extend(self.optimistic.iter().copied());
+            chosen
+        };
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        // Choke first so a slot is never briefly over-subscribed.
+        for &k in &keys {
+            if !chosen.contains(&k) {
+                self.set_choke(now, k, true);
+            }
+        }
+        for k in chosen {
+            self.set_choke(now, k, false);
+        }
+    }
+
+    /// Fills empty optimistic slots from `pool` at random; peers connected
+    /// for less than one optimistic interval count three times, since they
+    /// have nothing to reciprocate with yet.
+    fn pick_optimistic(&mut self, now: Time, mut pool: Vec<PeerKey>) {
+        let fresh_for = self.cfg.optimistic_interval;
+        while self.optimistic.len() < self.cfg.optimistic_slots && !pool.is_empty() {
+            let weight = |k: &PeerKey| {
+                let p = &self.peers[k];
+                if now.saturating_since(p.connected_at) < fresh_for {
+                    3
+                } else {
+                    1
+                }
+            };
+            let total: u64 = pool.iter().map(weight).sum();
+            let mut r = self.rng.below(total);
+            let mut idx = 0;
+            for (i, k) in pool.iter().enumerate() {
+                let w = weight(k);
+                if r < w {
+                    idx = i;
+                    break;
+                }
+                r -= w;
+            }
+            let k = pool.swap_remove(idx);
+            self.optimistic.push(k);
+        }
+    }
+
+    /// Unchokes the best choked candidates while slots are free, without
+    /// waiting for the next round.
+    pub(super) fn fill_unchoke_slots(&mut self, now: Time) {
+        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        let free = self.slots().saturating_sub(unchoked);
+        if free == 0 {
+            return;
+        }
+        for k in self.ranked_candidates(now, true).into_iter().take(free) {
+            self.set_choke(now, k, false);
+        }
+    }
+}

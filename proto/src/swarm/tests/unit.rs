@@ -1,0 +1,542 @@
+//! Single-swarm tests: the machine driven by hand, one policy at a time.
+
+use std::time::Duration;
+
+use crate::swarm::{
+    Action, BlockOutcome, BlockRef, DisconnectReason, Geometry, Message, PeerKey, Swarm,
+    SwarmConfig, SwarmError, Time, Violation,
+};
+
+const KB16: u32 = 16 * 1024;
+
+fn geo(pieces: u32, piece_len: u32) -> Geometry {
+    Geometry::new(
+        u64::from(pieces) * u64::from(piece_len),
+        u64::from(piece_len),
+    )
+    .unwrap()
+}
+
+fn cfg() -> SwarmConfig {
+    SwarmConfig {
+        block_size: KB16,
+        ..SwarmConfig::default()
+    }
+}
+
+fn bits(n: u32, set: impl IntoIterator<Item = u32>) -> Vec<u8> {
+    let mut v = vec![0u8; (n as usize).div_ceil(8)];
+    for i in set {
+        v[i as usize / 8] |= 0x80 >> (i % 8);
+    }
+    v
+}
+
+fn drain(s: &mut Swarm) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn msgs_to(actions: &[Action], to: PeerKey) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { peer, message } if *peer == to => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn requests(actions: &[Action], to: PeerKey) -> Vec<BlockRef> {
+    msgs_to(actions, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Request(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+const A: PeerKey = PeerKey(1);
+const B: PeerKey = PeerKey(2);
+const C: PeerKey = PeerKey(3);
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+/// Completes `piece` (one block of 16 KiB) as if `from` sent it.
+fn deliver_piece(s: &mut Swarm, now: Time, from: PeerKey, piece: u32) {
+    let b = BlockRef {
+        piece,
+        offset: 0,
+        len: KB16,
+    };
+    assert_eq!(
+        s.handle_block(now, from, b).unwrap(),
+        BlockOutcome::Accepted
+    );
+    s.handle_piece_verified(now, piece, true).unwrap();
+    s.handle_piece_stored(now, piece).unwrap();
+}
+
+#[test]
+fn rarest_first_picks_the_rarest_piece() {
+    let n = 10;
+    let c = SwarmConfig {
+        random_first_pieces: 0,
+        min_queue_blocks: 1,
+        max_queue_blocks: 1,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, []), c, 1).unwrap();
+    for k in [A, B, C] {
+        s.handle_peer_connected(t(0), k, true).unwrap();
+    }
+    // Piece 0 only at A, piece 1 at A and B, the rest everywhere.
+    s.handle_bitfield(t(1), A, &bits(n, 0..n - 1)).unwrap();
+    s.handle_have(t(1), A, n - 1).unwrap();
+    s.handle_bitfield(t(1), B, &bits(n, 1..n)).unwrap();
+    s.handle_bitfield(t(1), C, &bits(n, 2..n)).unwrap();
+    drain(&mut s);
+    s.handle_choked(t(2), A, false).unwrap();
+    let r = requests(&drain(&mut s), A);
+    assert_eq!(r.iter().map(|b| b.piece).collect::<Vec<_>>(), vec![0]);
+    deliver_piece(&mut s, t(3), A, 0);
+    let r = requests(&drain(&mut s), A);
+    assert_eq!(r.iter().map(|b| b.piece).collect::<Vec<_>>(), vec![1]);
+    // C has neither 0 nor 1: it gets one of the equally rare rest.
+    s.handle_choked(t(4), C, false).unwrap();
+    let r = requests(&drain(&mut s), C);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].piece >= 2);
+}
+
+#[test]
+fn first_pieces_are_random_then_rarest() {
+    let n = 64;
+    let mut firsts = std::collections::BTreeSet::new();
+    for seed in 0..20 {
+        let c = SwarmConfig {
+            random_first_pieces: 1,
+            min_queue_blocks: 1,
+            max_queue_blocks: 1,
+            ..cfg()
+        };
+        let mut s = Swarm::new(geo(n, KB16), &bits(n, []), c, seed).unwrap();
+        s.handle_peer_connected(t(0), A, true).unwrap();
+        s.handle_peer_connected(t(0), B, true).unwrap();
+        s.handle_have_all(t(0), A).unwrap();
+        // B makes piece 7 the only piece held by a single peer... less
+        // than the rest: everything but 7 is at B too.
+        s.handle_bitfield(t(0), B, &bits(n, (0..n).filter(|&i| i != 7)))
+            .unwrap();
+        s.handle_choked(t(1), A, false).unwrap();
+        let r = requests(&drain(&mut s), A);
+        firsts.insert(r[0].piece);
+        deliver_piece(&mut s, t(2), A, r[0].piece);
+        // With one piece held, rarest-first takes over: piece 7.
+        let r = requests(&drain(&mut s), A);
+        if r[0].piece != 7 {
+            panic!("seed {seed}: expected rarest piece 7, got {}", r[0].piece);
+        }
+    }
+    assert!(firsts.len() > 5, "first pieces not random: {firsts:?}");
+}
+
+#[test]
+fn endgame_duplicates_requests_and_cancels_the_loser() {
+    // One piece of four blocks; each peer keeps two requests outstanding.
+    let c = SwarmConfig {
+        min_queue_blocks: 2,
+        max_queue_blocks: 2,
+        random_first_pieces: 0,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(1, 4 * KB16), &[0], c, 3).unwrap();
+    for k in [A, B] {
+        s.handle_peer_connected(t(0), k, true).unwrap();
+        s.handle_have_all(t(0), k).unwrap();
+    }
+    s.handle_choked(t(1), A, false).unwrap();
+    let ra = requests(&drain(&mut s), A);
+    assert_eq!(
+        ra.iter().map(|b| b.offset).collect::<Vec<_>>(),
+        vec![0, KB16]
+    );
+    assert!(!s.stats().endgame);
+    s.handle_choked(t(1), B, false).unwrap();
+    let rb = requests(&drain(&mut s), B);
+    assert_eq!(
+        rb.iter().map(|b| b.offset / KB16).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(s.stats().endgame, "every block is requested");
+    // A answers one: it has room, and in endgame it takes B's block 2.
+    assert_eq!(
+        s.handle_block(t(2), A, ra[0]).unwrap(),
+        BlockOutcome::Accepted
+    );
+    let dup = requests(&drain(&mut s), A);
+    assert_eq!(dup, vec![rb[0]]);
+    // B delivers block 2 first: A's duplicate is cancelled.
+    assert_eq!(
+        s.handle_block(t(3), B, rb[0]).unwrap(),
+        BlockOutcome::Accepted
+    );
+    let acts = drain(&mut s);
+    let to_a = msgs_to(&acts, A);
+    assert_eq!(to_a[0], Message::Cancel(rb[0]));
+    // A's freed slot goes to the last block still in flight at B.
+    assert_eq!(to_a[1..], [Message::Request(rb[1])]);
+    // A late copy is a duplicate.
+    assert_eq!(
+        s.handle_block(t(4), A, rb[0]).unwrap(),
+        BlockOutcome::Duplicate
+    );
+    s.handle_block(t(5), A, ra[1]).unwrap();
+    s.handle_block(t(5), B, rb[1]).unwrap();
+    let acts = drain(&mut s);
+    assert!(acts.contains(&Action::VerifyPiece { piece: 0 }));
+}
+
+#[test]
+fn choking_keeps_the_slots_and_reciprocates() {
+    let n = 8;
+    let c = SwarmConfig {
+        unchoke_slots: 3,
+        optimistic_slots: 1,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..4), c, 9).unwrap();
+    let peers: Vec<PeerKey> = (10..20).map(PeerKey).collect();
+    for &k in &peers {
+        s.handle_peer_connected(t(0), k, false).unwrap();
+        s.handle_bitfield(t(0), k, &bits(n, 4..8)).unwrap();
+        s.handle_interested(t(0), k, true).unwrap();
+    }
+    assert_eq!(s.stats().unchoked, 4, "free slots fill at once");
+    let mut now = 0;
+    while now < 60_000 {
+        now += 250;
+        // Peer 10 + i uploads to us at i × 100 KB/s.
+        for (i, &k) in peers.iter().enumerate() {
+            s.handle_bytes_received(t(now), k, i as u64 * 25_000);
+        }
+        s.handle_timeout(t(now));
+        drain(&mut s);
+        assert!(s.stats().unchoked <= 4);
+    }
+    assert_eq!(s.stats().unchoked, 4);
+    // The three fastest uploaders hold the regular slots.
+    for k in [PeerKey(17), PeerKey(18), PeerKey(19)] {
+        assert!(s.is_unchoked(k), "{k} should be unchoked");
+    }
+    // A peer losing interest frees its slot for another at once.
+    s.handle_interested(t(now), PeerKey(19), false).unwrap();
+    assert!(!s.is_unchoked(PeerKey(19)));
+    assert_eq!(s.stats().unchoked, 4);
+}
+
+#[test]
+fn a_seed_unchokes_the_peers_furthest_behind() {
+    let n = 16;
+    let c = SwarmConfig {
+        spread_distinct: false,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
+    // Peer 10 + i holds 15 - i pieces: the later, the further behind.
+    let peers: Vec<PeerKey> = (10..18).map(PeerKey).collect();
+    for (i, &k) in peers.iter().enumerate() {
+        s.handle_peer_connected(t(0), k, false).unwrap();
+        s.handle_bitfield(t(0), k, &bits(n, 0..15 - i as u32))
+            .unwrap();
+        s.handle_interested(t(0), k, true).unwrap();
+    }
+    // First come, first served until the round.
+    assert!(s.is_unchoked(PeerKey(10)));
+    let mut now = 0;
+    while now < 10_250 {
+        now += 250;
+        s.handle_timeout(t(now));
+    }
+    let unchoked: Vec<PeerKey> = peers
+        .iter()
+        .copied()
+        .filter(|&k| s.is_unchoked(k))
+        .collect();
+    assert_eq!(unchoked, (13..18).map(PeerKey).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_spreading_seed_reveals_distinct_pieces() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let n = 12;
+    let c = SwarmConfig {
+        spread_ahead_bytes: u64::from(KB16),
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 5).unwrap();
+    let haves = |acts: &[Action], k: PeerKey| -> Vec<u32> {
+        msgs_to(acts, k)
+            .iter()
+            .filter_map(|m| match m {
+                Message::Have(p) => Some(*p),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut told: BTreeMap<PeerKey, Vec<u32>> = BTreeMap::new();
+    for k in [A, B, C] {
+        s.handle_peer_connected(t(0), k, false).unwrap();
+        s.handle_have_none(t(0), k).unwrap();
+        let acts = drain(&mut s);
+        let m = msgs_to(&acts, k);
+        assert_eq!(m[0], Message::HaveNone, "a spreading seed masks");
+        assert!(m.contains(&Message::Unchoke), "and courts the peer");
+        told.insert(k, haves(&acts, k));
+    }
+    assert!(told.values().all(|v| v.len() == 1));
+    // Every peer fetches and announces what it was told; the seed keeps
+    // revealing pieces nobody else was told, until every piece has landed
+    // somewhere, and then tells everyone the rest.
+    let mut landed = BTreeSet::new();
+    let mut now = 1;
+    loop {
+        let mut progressed = false;
+        for k in [A, B, C] {
+            let todo: Vec<u32> = told[&k]
+                .iter()
+                .copied()
+                .filter(|p| !landed.contains(p))
+                .collect();
+            for p in todo {
+                now += 1;
+                let b = BlockRef {
+                    piece: p,
+                    offset: 0,
+                    len: KB16,
+                };
+                s.handle_request(t(now), k, b).unwrap();
+                s.handle_have(t(now), k, p).unwrap();
+                landed.insert(p);
+                progressed = true;
+                let acts = drain(&mut s);
+                assert!(acts.contains(&Action::ServeBlock { peer: k, block: b }));
+                for (&other, list) in told.iter_mut() {
+                    let new = haves(&acts, other);
+                    if landed.len() == n as usize {
+                        // Unmasked: each peer hears of every piece it was
+                        // not told.
+                        assert_eq!(new.len() + list.len(), n as usize, "{other}");
+                        return;
+                    }
+                    for q in new {
+                        assert!(!landed.contains(&q), "piece {q} revealed twice");
+                        list.push(q);
+                    }
+                }
+                let all: Vec<u32> = told.values().flatten().copied().collect();
+                let distinct: BTreeSet<u32> = all.iter().copied().collect();
+                assert_eq!(all.len(), distinct.len(), "overlapping reveals {told:?}");
+            }
+        }
+        assert!(progressed, "the seed stopped revealing: {told:?}");
+    }
+}
+
+#[test]
+fn a_shared_bad_piece_is_refetched_from_one_peer_and_blamed() {
+    let c = SwarmConfig {
+        min_queue_blocks: 1,
+        max_queue_blocks: 1,
+        random_first_pieces: 0,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(1, 2 * KB16), &[0], c, 11).unwrap();
+    for k in [A, B] {
+        s.handle_peer_connected(t(0), k, true).unwrap();
+        s.handle_have_all(t(0), k).unwrap();
+        s.handle_choked(t(0), k, false).unwrap();
+    }
+    let acts = drain(&mut s);
+    let (ra, rb) = (requests(&acts, A), requests(&acts, B));
+    assert_eq!((ra.len(), rb.len()), (1, 1), "both peers share the piece");
+    s.handle_block(t(1), A, ra[0]).unwrap();
+    s.handle_block(t(1), B, rb[0]).unwrap();
+    assert!(drain(&mut s).contains(&Action::VerifyPiece { piece: 0 }));
+    s.handle_piece_verified(t(2), 0, false).unwrap();
+    let acts = drain(&mut s);
+    assert_eq!(s.peer_score(A).unwrap().bad_pieces, 0.5);
+    assert_eq!(s.peer_score(B).unwrap().bad_pieces, 0.5);
+    assert!(!acts.iter().any(|a| matches!(a, Action::Disconnect { .. })));
+    // The re-fetch is single-sourced: only one peer gets requests.
+    let (ra, rb) = (requests(&acts, A), requests(&acts, B));
+    assert_eq!(ra.len() + rb.len(), 1);
+    let (who, first) = if ra.is_empty() {
+        (B, rb[0])
+    } else {
+        (A, ra[0])
+    };
+    s.handle_block(t(3), who, first).unwrap();
+    let more = requests(&drain(&mut s), who);
+    assert_eq!(more.len(), 1);
+    s.handle_block(t(3), who, more[0]).unwrap();
+    drain(&mut s);
+    // It fails again: the sole supplier is dropped and, at blame 1.5 < 2,
+    // not banned yet.
+    s.handle_piece_verified(t(4), 0, false).unwrap();
+    let acts = drain(&mut s);
+    assert!(acts.contains(&Action::Disconnect {
+        peer: who,
+        reason: DisconnectReason::BadData
+    }));
+    assert_eq!(s.peer_score(who).unwrap().bad_pieces, 1.5);
+    assert!(!s.is_banned(who));
+}
+
+#[test]
+fn a_stalling_peer_is_cancelled_snubbed_then_dropped() {
+    let c = SwarmConfig {
+        random_first_pieces: 0,
+        max_stalls: 2,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(8, KB16), &bits(8, []), c.clone(), 2).unwrap();
+    s.handle_peer_connected(t(0), A, true).unwrap();
+    s.handle_have_all(t(0), A).unwrap();
+    s.handle_choked(t(0), A, false).unwrap();
+    let first = requests(&drain(&mut s), A);
+    assert_eq!(first.len() as u32, c.min_queue_blocks);
+    let mut now = 0;
+    let mut stalls = Vec::new();
+    while now < 120_000 {
+        now += 250;
+        s.handle_timeout(t(now));
+        let acts = drain(&mut s);
+        let cancels = msgs_to(&acts, A)
+            .iter()
+            .filter(|m| matches!(m, Message::Cancel(_)))
+            .count();
+        if cancels > 0 {
+            stalls.push((now, cancels));
+            // Snubbed: a single request in flight afterwards.
+            assert!(requests(&acts, A).len() <= 1);
+        }
+        if acts.contains(&Action::Disconnect {
+            peer: A,
+            reason: DisconnectReason::Stalled,
+        }) {
+            break;
+        }
+    }
+    assert_eq!(stalls.len(), 2, "{stalls:?}");
+    assert_eq!(stalls[0].0, c.max_stall_timeout.as_millis() as u64 + 250);
+    assert_eq!(stalls[0].1, first.len());
+    assert!(s.peers().next().is_none());
+    assert_eq!(s.peer_score(A).unwrap().stalls, 2);
+}
+
+#[test]
+fn pipelines_follow_the_bandwidth_delay_product() {
+    let c = SwarmConfig {
+        random_first_pieces: 0,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(4096, KB16), &bits(4096, []), c.clone(), 2).unwrap();
+    s.handle_peer_connected(t(0), A, true).unwrap();
+    s.handle_have_all(t(0), A).unwrap();
+    s.handle_choked(t(0), A, false).unwrap();
+    let first = requests(&drain(&mut s), A);
+    assert_eq!(first.len() as u32, c.min_queue_blocks);
+    // The peer serves requests in order at 16 MB/s, each no sooner than a
+    // 50 ms round trip after it was sent: BDP = 800 KB ≈ 49 blocks, and the
+    // pipeline should settle near twice that.
+    let mut queue: std::collections::VecDeque<(BlockRef, u64)> =
+        first.into_iter().map(|b| (b, 0)).collect();
+    let service = (f64::from(KB16) / 16e6 * 1e6) as u64;
+    let mut last = 0u64;
+    for _ in 0..3000 {
+        let (b, sent) = queue.pop_front().unwrap();
+        last = (sent + 50_000).max(last + service);
+        let now = Time::from_micros(last);
+        s.handle_bytes_received(now, A, u64::from(KB16));
+        s.handle_block(now, A, b).unwrap();
+        for r in requests(&drain(&mut s), A) {
+            queue.push_back((r, last));
+        }
+    }
+    let now_us = last;
+    let info = s.peer_info(Time::from_micros(now_us), A).unwrap();
+    let depth = info.outstanding_requests;
+    assert!((60..=140).contains(&depth), "depth {depth}, {info:?}");
+}
+
+#[test]
+fn serving_checks_choke_have_and_bounds() {
+    let n = 4;
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, [0]), cfg(), 2).unwrap();
+    s.handle_peer_connected(t(0), A, false).unwrap();
+    let acts = drain(&mut s);
+    assert_eq!(msgs_to(&acts, A), vec![Message::Bitfield(bits(n, [0]))]);
+    let b0 = BlockRef {
+        piece: 0,
+        offset: 0,
+        len: KB16,
+    };
+    // Choked: rejected.
+    s.handle_request(t(1), A, b0).unwrap();
+    assert_eq!(msgs_to(&drain(&mut s), A), vec![Message::Reject(b0)]);
+    s.handle_interested(t(1), A, true).unwrap();
+    assert!(s.is_unchoked(A));
+    drain(&mut s);
+    s.handle_request(t(2), A, b0).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::ServeBlock { peer: A, block: b0 }]
+    );
+    // A piece we do not have: rejected.
+    let b1 = BlockRef { piece: 1, ..b0 };
+    s.handle_request(t(2), A, b1).unwrap();
+    assert_eq!(msgs_to(&drain(&mut s), A), vec![Message::Reject(b1)]);
+    // Past the end of the piece: a protocol violation.
+    s.handle_request(t(3), A, BlockRef { offset: 1, ..b0 })
+        .unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::Disconnect {
+            peer: A,
+            reason: DisconnectReason::Protocol(Violation::BadRequest)
+        }]
+    );
+    assert_eq!(
+        s.handle_request(t(3), A, b0),
+        Err(SwarmError::UnknownPeer(A))
+    );
+}
+
+#[test]
+fn bad_announcements_end_the_connection() {
+    let n = 4;
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, []), cfg(), 2).unwrap();
+    s.handle_peer_connected(t(0), A, false).unwrap();
+    s.handle_have(t(0), A, 4).unwrap();
+    assert!(drain(&mut s).contains(&Action::Disconnect {
+        peer: A,
+        reason: DisconnectReason::Protocol(Violation::PieceOutOfRange)
+    }));
+    s.handle_peer_connected(t(0), B, false).unwrap();
+    s.handle_have_none(t(0), B).unwrap();
+    s.handle_have_all(t(0), B).unwrap();
+    assert!(drain(&mut s).contains(&Action::Disconnect {
+        peer: B,
+        reason: DisconnectReason::Protocol(Violation::DuplicateBitfield)
+    }));
+    assert_eq!(
+        s.handle_peer_connected(t(0), B, false),
+        Ok(()),
+        "a dropped peer may come back"
+    );
+    assert!(Swarm::new(geo(n, KB16), &[0, 0], cfg(), 0).is_err());
+    assert_eq!(s.poll_timeout(), Some(t(0) + Duration::from_millis(250)));
+}
