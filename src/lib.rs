@@ -17,3 +17,4 @@ pub mod node;
 pub mod progress;
 pub mod storage;
 pub mod tracker;
+pub mod transport;
