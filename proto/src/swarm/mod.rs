@@ -123,7 +123,6 @@ mod peer;
 mod picker;
 mod ranking;
 mod rate;
-mod rng;
 mod spread;
 mod types;
 mod upload;
@@ -139,10 +138,10 @@ pub use types::{
     PeerKey, PeerScore, SwarmError, SwarmStats, Time, Violation,
 };
 
+use crate::rng::Rng;
 use bitset::Bitset;
 use peer::Peer;
 use ranking::Ranking;
-use rng::Rng;
 use spread::Spread;
 
 /// Where a piece is in its life.

@@ -163,7 +163,7 @@ impl Ranking {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::rng::Rng;
+    use crate::rng::Rng;
 
     #[test]
     fn random_operations_keep_the_buckets_sorted() {

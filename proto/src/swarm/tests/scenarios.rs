@@ -27,7 +27,7 @@ fn run(name: &str, pieces: u64, specs: &[Spec], cfg: &SwarmConfig, latency_ms: u
 /// Each node links to `degree` others: a ring plus random chords, the
 /// seed (node 0) to `seed_degree` random leechers.
 fn sparse(n: usize, degree: usize, seed_degree: usize) -> Vec<(usize, usize)> {
-    let mut rng = crate::swarm::rng::Rng::new(99);
+    let mut rng = crate::rng::Rng::new(99);
     let mut links = std::collections::BTreeSet::new();
     for i in 1..n {
         let j = if i + 1 < n { i + 1 } else { 1 };

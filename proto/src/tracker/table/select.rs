@@ -9,41 +9,17 @@
 //! Invariants this module keeps:
 //! - The requester never receives itself, a tombstone or a dead entry, and
 //!   a seeder never receives seeders (they have nothing to trade).
-//! - Randomness comes only from the caller's seed through [`SplitMix64`]:
+//! - Randomness comes only from the caller's seed through [`crate::rng::Rng`]:
 //!   the same table and seed give the same answer.
 //! - No allocation beyond the output vector; [`PeerTable::select_peers_into`]
 //!   lets the caller reuse even that.
 
 use crate::infohash::InfoHash;
+use crate::rng::Rng;
 use crate::tracker::response::PeerInfo;
 
 use super::entry::PeerId;
 use super::PeerTable;
-
-/// A tiny, fast, well-mixed PRNG (Steele, Lea and Flood's SplitMix64). It
-/// only spreads load across peers; nothing secret depends on it.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-enough in `0..n` (n > 0): the multiply-shift reduction's
-    /// bias is below 2^-32 for any swarm size we allow.
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-}
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
     while b != 0 {
@@ -54,11 +30,11 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 
 /// A random step in `1..n` coprime to `n`, so stepping by it from any start
 /// visits every slot exactly once.
-fn coprime_step(n: usize, rng: &mut SplitMix64) -> usize {
+fn coprime_step(n: usize, rng: &mut Rng) -> usize {
     if n <= 2 {
         return 1;
     }
-    let mut step = 1 + rng.below(n - 1);
+    let mut step = 1 + rng.below(n as u64 - 1) as usize;
     // Coprimes are dense (at least ~1/(2 ln ln n) of all numbers), so this
     // ends after a few steps; 1 is always coprime, which bounds the loop.
     while gcd(step, n) != 1 {
@@ -125,9 +101,9 @@ impl PeerTable {
         }
         out.reserve(want);
         let start_len = out.len();
-        let mut rng = SplitMix64::new(rng_seed);
+        let mut rng = Rng::new(rng_seed);
         let step = coprime_step(n, &mut rng);
-        let mut i = rng.below(n);
+        let mut i = rng.below(n as u64) as usize;
         for _ in 0..n {
             let (peer, e) = &slots[i];
             if e.is_live_peer(now_ms, ttl)
@@ -157,12 +133,12 @@ mod tests {
 
     #[test]
     fn steps_visit_every_slot_once() {
-        let mut rng = SplitMix64::new(3);
+        let mut rng = Rng::new(3);
         for n in 1..200 {
             for _ in 0..5 {
                 let step = coprime_step(n, &mut rng);
                 let mut seen = vec![false; n];
-                let mut i = rng.below(n);
+                let mut i = rng.below(n as u64) as usize;
                 for _ in 0..n {
                     assert!(!seen[i]);
                     seen[i] = true;
@@ -170,16 +146,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn splitmix_matches_the_reference() {
-        // First outputs of SplitMix64 seeded with 1234567 (from the
-        // reference implementation by Vigna).
-        let mut r = SplitMix64::new(1234567);
-        assert_eq!(r.next_u64(), 6457827717110365317);
-        assert_eq!(r.next_u64(), 3203168211198807973);
-        let mut r = SplitMix64::new(0);
-        assert!((0..1000).all(|_| r.below(7) < 7));
     }
 }

@@ -1,7 +1,9 @@
-//! The swarm's only source of randomness: SplitMix64 seeded by the caller.
+//! proto's only source of randomness: SplitMix64 seeded by the caller.
+//! The swarm breaks ties with it and the tracker samples peers with it.
 //!
 //! Invariant: the same seed and the same inputs give the same sequence of
-//! draws, so a swarm is a deterministic function of its inputs.
+//! draws, so every state machine here is a deterministic function of its
+//! inputs.
 
 /// Steele, Lea and Flood's SplitMix64: tiny, fast, well mixed. It only
 /// breaks ties and shuffles; nothing secret depends on it.
