@@ -134,6 +134,7 @@ impl Node {
             tracker: tracker.clone(),
             replication: gossip.status.clone(),
             started_ms: crate::tracker::WallClock::new(cfg.gossip.clock_offset_ms).now_ms(),
+            wall: crate::tracker::WallClock::new(cfg.gossip.clock_offset_ms),
         };
         tasks.push(tokio::spawn(http::serve(
             listener,

@@ -39,8 +39,10 @@ pub struct AppState {
     pub tracker: Option<Arc<Tracker>>,
     /// Replication status from the gossip actor.
     pub replication: SharedStatus,
-    /// When the node started (ms since epoch).
+    /// When the node started (ms since epoch, on `wall`).
     pub started_ms: u64,
+    /// The node's clock, the same one gossip stamps its status with.
+    pub wall: crate::tracker::WallClock,
 }
 
 fn bencoded(body: Vec<u8>) -> Response<Body> {

@@ -27,7 +27,7 @@ fn snapshot(state: &AppState) -> serde_json::Value {
         .lock()
         .map(|r| r.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
-    let now = crate::tracker::WallClock::new(0).now_ms();
+    let now = state.wall.now_ms();
     let tracker = state.tracker.as_ref().map(|t| {
         let s = t.stats();
         let c = &t.counters;
