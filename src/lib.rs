@@ -16,5 +16,6 @@ pub mod logging;
 pub mod node;
 pub mod progress;
 pub mod storage;
+pub mod swarm;
 pub mod tracker;
 pub mod transport;

@@ -1,0 +1,714 @@
+//! The per-torrent swarm actor: owns one proto [`Swarm`], the connections
+//! of its peers and the buffers of pieces being downloaded.
+//!
+//! One `select!` loop takes transport events, the proto timer, finished
+//! connects, serves, hashes and writes, and the inbox. After every input it
+//! drains [`Swarm::poll_action`] completely.
+//!
+//! Invariants this module keeps:
+//! - The loop never awaits anything a peer controls: messages go through a
+//!   per-peer writer task (bounded queue; a peer that lets it fill is
+//!   dropped), blocks are served and pieces hashed and written in tasks
+//!   whose results come back as inputs.
+//! - A piece's bytes are written only after `check_piece` said they match;
+//!   a failed piece's buffer is dropped.
+//! - Every task the actor starts lives in a `JoinSet` it owns, so dropping
+//!   the actor aborts them all.
+//! - Events of a connection that is no longer the peer's current one are
+//!   ignored; events that beat their connect result to the loop are held
+//!   and replayed once the handle is in, so no opening message is lost.
+//! - A peer is registered with proto before its connection exists, so the
+//!   handshake's opening message is the one proto chose; a failed connect
+//!   unregisters it. At most one connection per peer: a simultaneous dial
+//!   keeps the one the smaller node id dialed, on both sides.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_proto::metainfo::Info;
+use shoal_proto::swarm::{Action, BlockOutcome, BlockRef, PeerKey, Swarm, SwarmError, Time};
+use shoal_proto::verify::check_piece;
+use shoal_proto::wire::{self, CloseCode, NodeId};
+use shoal_proto::InfoHash;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::{
+    close_code, from_wire_block, peer_key, to_wire, to_wire_block, PeerDial, TorrentMessage,
+    TorrentStatus,
+};
+use crate::storage::StorageHandle;
+use crate::transport::{
+    ConnId, ConnectError, ConnectionHandle, Endpoint, Inbound, Session, TransportEvent,
+};
+
+/// Messages queued per peer before the peer counts as not keeping up.
+const PEER_OUTBOX: usize = 1024;
+/// Blocks read and queued for sending at once, over all peers.
+const SERVE_CONCURRENCY: usize = 64;
+/// Capacity of the shared transport event channel.
+const EVENTS: usize = 1024;
+/// Events kept for a connection whose connect result is not in yet. The
+/// peer cannot have sent much: it waits for our requests.
+const EARLY_EVENTS: usize = 4096;
+
+/// Everything the actor needs to run.
+pub(crate) struct ActorParts {
+    pub infohash: InfoHash,
+    pub info: Arc<Info>,
+    pub swarm: Swarm,
+    pub endpoint: Endpoint,
+    pub storage: StorageHandle,
+    pub inbox: mpsc::Receiver<TorrentMessage>,
+    pub complete: watch::Sender<bool>,
+    pub cancel: CancellationToken,
+    pub verify_pool: Arc<Semaphore>,
+}
+
+/// One peer the swarm knows, connected or connecting.
+struct Peer {
+    node: NodeId,
+    /// Which connect attempt this entry waits for; stale results are
+    /// ignored.
+    attempt: u64,
+    /// We dialed it.
+    dialed: bool,
+    /// The connect task, until it finishes.
+    connect: Option<AbortHandle>,
+    /// The first message, taken from proto's actions, for the handshake.
+    opening: Option<wire::Message>,
+    /// Messages for the peer; the writer task drains it once connected.
+    outbox: mpsc::Sender<wire::Message>,
+    /// Taken by the writer task once the connection is up.
+    outbox_rx: Option<mpsc::Receiver<wire::Message>>,
+    conn: Option<Arc<ConnectionHandle>>,
+    /// Events that raced ahead of the finished connect, replayed then.
+    early: Vec<TransportEvent>,
+    _writer: Option<AbortOnDropHandle<()>>,
+}
+
+/// How serving one block ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// Queued on its stream.
+    Sent,
+    /// Storage could not read it.
+    ReadFailed,
+    /// The connection is closed.
+    SendFailed,
+}
+
+type ConnectResult = (PeerKey, u64, Result<ConnectionHandle, ConnectError>);
+
+pub(crate) struct Actor {
+    ih: InfoHash,
+    info: Arc<Info>,
+    swarm: Swarm,
+    endpoint: Endpoint,
+    storage: StorageHandle,
+    inbox: mpsc::Receiver<TorrentMessage>,
+    complete: watch::Sender<bool>,
+    cancel: CancellationToken,
+    epoch: Instant,
+    events_tx: mpsc::Sender<TransportEvent>,
+    events: mpsc::Receiver<TransportEvent>,
+    peers: BTreeMap<PeerKey, Peer>,
+    /// Every node ever seen, for status and bans.
+    nodes: BTreeMap<PeerKey, NodeId>,
+    banned: Vec<NodeId>,
+    /// Block bytes of pieces being downloaded.
+    buffers: HashMap<u32, Vec<u8>>,
+    connecting: JoinSet<ConnectResult>,
+    serving: JoinSet<(PeerKey, BlockRef, Served)>,
+    serve_handles: HashMap<(PeerKey, BlockRef), AbortHandle>,
+    serve_pool: Arc<Semaphore>,
+    verifying: JoinSet<(u32, Option<Vec<u8>>)>,
+    verify_pool: Arc<Semaphore>,
+    writing: JoinSet<(u32, bool)>,
+    pieces_downloaded: u32,
+    pieces_failed: u32,
+    next_attempt: u64,
+}
+
+impl Actor {
+    pub(crate) fn new(p: ActorParts) -> Actor {
+        let (events_tx, events) = mpsc::channel(EVENTS);
+        let complete = p.swarm.is_complete();
+        p.complete.send_replace(complete);
+        Actor {
+            ih: p.infohash,
+            info: p.info,
+            swarm: p.swarm,
+            endpoint: p.endpoint,
+            storage: p.storage,
+            inbox: p.inbox,
+            complete: p.complete,
+            cancel: p.cancel,
+            epoch: Instant::now(),
+            events_tx,
+            events,
+            peers: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            banned: Vec::new(),
+            buffers: HashMap::new(),
+            connecting: JoinSet::new(),
+            serving: JoinSet::new(),
+            serve_handles: HashMap::new(),
+            serve_pool: Arc::new(Semaphore::new(SERVE_CONCURRENCY)),
+            verifying: JoinSet::new(),
+            verify_pool: p.verify_pool,
+            writing: JoinSet::new(),
+            pieces_downloaded: 0,
+            pieces_failed: 0,
+            next_attempt: 0,
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.epoch + Duration::from_micros(t.as_micros())
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let deadline = self.swarm.poll_timeout().map(|t| self.instant(t));
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                msg = self.inbox.recv() => match msg {
+                    None => break,
+                    Some(TorrentMessage::Shutdown { reply }) => {
+                        self.close_all();
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(m) => self.on_inbox(m),
+                },
+                Some(ev) = self.events.recv() => self.on_event(ev),
+                () = timer => {
+                    let now = self.now();
+                    self.swarm.handle_timeout(now);
+                }
+                Some(Ok((key, attempt, res))) = self.connecting.join_next() => self.on_connected(key, attempt, res),
+                Some(Ok((peer, block, served))) = self.serving.join_next() => {
+                    self.on_served(peer, block, served);
+                }
+                Some(Ok((piece, data))) = self.verifying.join_next() => self.on_verified(piece, data),
+                Some(Ok((piece, ok))) = self.writing.join_next() => self.on_written(piece, ok),
+            }
+            self.drain();
+        }
+        self.close_all();
+    }
+
+    fn close_all(&mut self) {
+        for (_, p) in std::mem::take(&mut self.peers) {
+            if let Some(c) = &p.conn {
+                c.close(CloseCode::Done);
+            }
+        }
+    }
+
+    fn on_inbox(&mut self, msg: TorrentMessage) {
+        match msg {
+            TorrentMessage::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            TorrentMessage::AddPeer(dial) => self.dial(dial),
+            TorrentMessage::Inbound(inbound) => self.inbound(*inbound),
+            TorrentMessage::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn status(&self) -> TorrentStatus {
+        TorrentStatus {
+            infohash: self.ih,
+            pieces: self.swarm.geometry().piece_count(),
+            have: self.swarm.stats().have_pieces,
+            complete: self.swarm.is_complete(),
+            pieces_downloaded: self.pieces_downloaded,
+            pieces_failed: self.pieces_failed,
+            peers: self.peers.values().map(|p| p.node).collect(),
+            banned: self.banned.clone(),
+            scores: self
+                .nodes
+                .iter()
+                .filter_map(|(k, n)| self.swarm.peer_score(*k).map(|s| (*n, s)))
+                .collect(),
+            stats: self.swarm.stats(),
+        }
+    }
+
+    fn session(&self, opening: wire::Message) -> Session {
+        Session {
+            opening,
+            geometry: wire::Geometry::from_info(&self.info).ok(),
+            events: self.events_tx.clone(),
+        }
+    }
+
+    /// Registers `node` with proto and returns its opening message.
+    fn register(&mut self, node: NodeId, dialed: bool) -> Result<wire::Message, SwarmError> {
+        let key = peer_key(&node);
+        if key == peer_key(&self.endpoint.node_id()) {
+            return Err(SwarmError::DuplicatePeer(key));
+        }
+        if self.peers.contains_key(&key) {
+            return Err(SwarmError::DuplicatePeer(key));
+        }
+        let now = self.now();
+        self.swarm.handle_peer_connected(now, key, dialed)?;
+        let (outbox, rx) = mpsc::channel(PEER_OUTBOX);
+        self.nodes.insert(key, node);
+        self.next_attempt += 1;
+        self.peers.insert(
+            key,
+            Peer {
+                node,
+                attempt: self.next_attempt,
+                dialed,
+                connect: None,
+                opening: None,
+                outbox,
+                outbox_rx: Some(rx),
+                conn: None,
+                early: Vec::new(),
+                _writer: None,
+            },
+        );
+        self.drain();
+        let opening = self
+            .peers
+            .get_mut(&key)
+            .and_then(|p| p.opening.take())
+            .unwrap_or(wire::Message::HaveNone);
+        Ok(opening)
+    }
+
+    fn dial(&mut self, dial: PeerDial) {
+        let opening = match self.register(dial.node_id, true) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(addr = %dial.addr, error = %e, "not dialing");
+                return;
+            }
+        };
+        let session = self.session(opening);
+        let endpoint = self.endpoint.clone();
+        let ih = self.ih;
+        let key = peer_key(&dial.node_id);
+        let attempt = self.next_attempt;
+        let task = self.connecting.spawn(async move {
+            let res = endpoint
+                .dial(dial.addr, Some(dial.node_id), ih, session)
+                .await;
+            (key, attempt, res)
+        });
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.connect = Some(task);
+        }
+    }
+
+    /// An inbound connection from a peer we are already dialing or
+    /// connected to: both nodes keep the connection the smaller id dialed
+    /// (`keep_on_duplicate`), so they agree without talking. Returns
+    /// whether the inbound one may go ahead.
+    fn resolve_duplicate(&mut self, node: &NodeId) -> bool {
+        let key = peer_key(node);
+        let Some(p) = self.peers.get(&key) else {
+            return true;
+        };
+        let local = self.endpoint.node_id();
+        if !p.dialed || !wire::keep_on_duplicate(&local, node, false) {
+            return false;
+        }
+        if let Some(t) = &p.connect {
+            t.abort();
+        }
+        self.close(key, CloseCode::Duplicate);
+        let now = self.now();
+        self.swarm.handle_peer_disconnected(now, key);
+        true
+    }
+
+    fn inbound(&mut self, inbound: Inbound) {
+        if !self.resolve_duplicate(&inbound.peer()) {
+            return inbound.refuse(CloseCode::Duplicate);
+        }
+        let opening = match self.register(inbound.peer(), false) {
+            Ok(o) => o,
+            Err(SwarmError::Banned(_)) => return inbound.refuse(CloseCode::Banned),
+            Err(_) => return inbound.refuse(CloseCode::Duplicate),
+        };
+        let session = self.session(opening);
+        let ih = self.ih;
+        let key = peer_key(&inbound.peer());
+        let attempt = self.next_attempt;
+        let task = self
+            .connecting
+            .spawn(async move { (key, attempt, inbound.accept(ih, session).await) });
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.connect = Some(task);
+        }
+    }
+
+    fn on_connected(
+        &mut self,
+        key: PeerKey,
+        attempt: u64,
+        res: Result<ConnectionHandle, ConnectError>,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key).filter(|p| p.attempt == attempt) else {
+            // proto dropped it meanwhile, or a newer attempt replaced it;
+            // the handle closes on drop.
+            return;
+        };
+        peer.connect = None;
+        match res {
+            Ok(conn) if peer.conn.is_none() => {
+                let conn = Arc::new(conn);
+                if let Some(mut rx) = peer.outbox_rx.take() {
+                    let c = conn.clone();
+                    peer._writer = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+                        while let Some(m) = rx.recv().await {
+                            if c.send(m).await.is_err() {
+                                break;
+                            }
+                        }
+                    })));
+                }
+                let id = conn.id();
+                peer.conn = Some(conn);
+                for ev in std::mem::take(&mut peer.early) {
+                    if event_conn(&ev) == id {
+                        self.on_event(ev);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(peer = %key, error = %e, "connect failed");
+                self.peers.remove(&key);
+                let now = self.now();
+                self.swarm.handle_peer_disconnected(now, key);
+            }
+        }
+    }
+
+    /// The peer's current connection is `conn`.
+    fn current(&self, key: PeerKey, conn: ConnId) -> bool {
+        self.peers
+            .get(&key)
+            .and_then(|p| p.conn.as_ref())
+            .is_some_and(|c| c.id() == conn)
+    }
+
+    fn on_event(&mut self, ev: TransportEvent) {
+        // A connection's first events can beat its connect task's result
+        // to the loop: keep them until the handle is in.
+        let key = peer_key(event_peer(&ev));
+        if let Some(p) = self.peers.get_mut(&key) {
+            if p.conn.is_none() {
+                if p.early.len() < EARLY_EVENTS {
+                    p.early.push(ev);
+                }
+                return;
+            }
+        }
+        let now = self.now();
+        match ev {
+            TransportEvent::Message {
+                conn,
+                peer,
+                message,
+            } => {
+                let key = peer_key(&peer);
+                if !self.current(key, conn) {
+                    return;
+                }
+                if let Err(e) = self.on_message(now, key, message) {
+                    tracing::debug!(peer = %key, error = %e, "message refused");
+                }
+            }
+            TransportEvent::Block {
+                conn,
+                peer,
+                block,
+                data,
+            } => {
+                let key = peer_key(&peer);
+                if !self.current(key, conn) {
+                    return;
+                }
+                let block = from_wire_block(block);
+                self.swarm
+                    .handle_bytes_received(now, key, u64::from(block.len));
+                match self.swarm.handle_block(now, key, block) {
+                    Ok(BlockOutcome::Accepted) => self.buffer(block, &data),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(peer = %key, error = %e, "block refused"),
+                }
+            }
+            TransportEvent::Closed { conn, peer, reason } => {
+                let key = peer_key(&peer);
+                if !self.current(key, conn) {
+                    return;
+                }
+                tracing::debug!(peer = %key, ?reason, "connection closed");
+                self.forget(key);
+                self.swarm.handle_peer_disconnected(now, key);
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Time, key: PeerKey, m: wire::Message) -> Result<(), SwarmError> {
+        let s = &mut self.swarm;
+        match m {
+            wire::Message::KeepAlive => Ok(()),
+            wire::Message::Bitfield(bits) => s.handle_bitfield(now, key, &bits),
+            wire::Message::HaveAll => s.handle_have_all(now, key),
+            wire::Message::HaveNone => s.handle_have_none(now, key),
+            wire::Message::Have(p) => s.handle_have(now, key, p),
+            wire::Message::Interested => s.handle_interested(now, key, true),
+            wire::Message::NotInterested => s.handle_interested(now, key, false),
+            wire::Message::Choke => s.handle_choked(now, key, true),
+            wire::Message::Unchoke => s.handle_choked(now, key, false),
+            wire::Message::Request(b) => s.handle_request(now, key, from_wire_block(b)),
+            wire::Message::Cancel(b) => s.handle_cancel(now, key, from_wire_block(b)),
+            wire::Message::Reject(b) => s.handle_reject(now, key, from_wire_block(b)),
+            // Metadata exchange and PEX come later.
+            wire::Message::MetadataRequest { .. }
+            | wire::Message::MetadataData { .. }
+            | wire::Message::MetadataReject { .. }
+            | wire::Message::Peers(_) => Ok(()),
+        }
+    }
+
+    /// Copies an accepted block into its piece's buffer.
+    fn buffer(&mut self, block: BlockRef, data: &[u8]) {
+        let size = self.swarm.geometry().piece_size(block.piece) as usize;
+        let buf = self
+            .buffers
+            .entry(block.piece)
+            .or_insert_with(|| vec![0; size]);
+        let start = block.offset as usize;
+        if let Some(dst) = buf.get_mut(start..start + data.len()) {
+            dst.copy_from_slice(data);
+        }
+    }
+
+    /// Drops the peer's connection state and aborts its serves.
+    fn forget(&mut self, key: PeerKey) -> Option<Peer> {
+        self.abort_serves(key);
+        self.peers.remove(&key)
+    }
+
+    fn abort_serves(&mut self, key: PeerKey) {
+        self.serve_handles.retain(|(p, _), h| {
+            if *p == key {
+                h.abort();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn close(&mut self, key: PeerKey, code: CloseCode) {
+        if let Some(p) = self.forget(key) {
+            if let Some(c) = &p.conn {
+                c.close(code);
+            }
+        }
+    }
+
+    /// Carries out everything proto asked for.
+    fn drain(&mut self) {
+        while let Some(action) = self.swarm.poll_action() {
+            match action {
+                Action::Send { peer, message } => self.send(peer, message),
+                Action::ServeBlock { peer, block } => self.serve(peer, block),
+                Action::AbortServe { peer, block } => {
+                    if let Some(h) = self.serve_handles.remove(&(peer, block)) {
+                        h.abort();
+                    }
+                }
+                Action::VerifyPiece { piece } => self.verify(piece),
+                Action::Disconnect { peer, reason } => self.close(peer, close_code(reason)),
+                Action::Ban { peer } => {
+                    if let Some(n) = self.nodes.get(&peer) {
+                        self.banned.push(*n);
+                    }
+                    self.close(peer, CloseCode::Banned);
+                }
+                Action::Completed => {
+                    self.complete.send_replace(true);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, key: PeerKey, message: shoal_proto::swarm::Message) {
+        let choke = message == shoal_proto::swarm::Message::Choke;
+        let m = to_wire(message);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if m.kind().is_availability() {
+            p.opening = Some(m);
+            return;
+        }
+        if p.outbox.try_send(m).is_err() {
+            tracing::debug!(peer = %key, "peer outbox full; dropping it");
+            self.close(key, CloseCode::Done);
+            let now = self.now();
+            self.swarm.handle_peer_disconnected(now, key);
+            return;
+        }
+        if choke {
+            self.abort_serves(key);
+        }
+    }
+
+    fn serve(&mut self, key: PeerKey, block: BlockRef) {
+        let Some(conn) = self.peers.get(&key).and_then(|p| p.conn.clone()) else {
+            return;
+        };
+        let storage = self.storage.clone();
+        let pool = self.serve_pool.clone();
+        let ih = self.ih;
+        let handle = self.serving.spawn(async move {
+            let Ok(_permit) = pool.acquire_owned().await else {
+                return (key, block, Served::SendFailed);
+            };
+            let served = match storage
+                .read_block(ih, block.piece, block.offset, block.len)
+                .await
+            {
+                Ok(data) => match conn
+                    .send_block(to_wire_block(block), Bytes::from(data))
+                    .await
+                {
+                    Ok(()) => Served::Sent,
+                    Err(_) => Served::SendFailed,
+                },
+                Err(e) => {
+                    tracing::warn!(piece = block.piece, error = %e, "cannot read block to serve");
+                    Served::ReadFailed
+                }
+            };
+            (key, block, served)
+        });
+        if let Some(old) = self.serve_handles.insert((key, block), handle) {
+            old.abort();
+        }
+    }
+
+    fn on_served(&mut self, peer: PeerKey, block: BlockRef, served: Served) {
+        self.serve_handles.remove(&(peer, block));
+        match served {
+            Served::Sent => {
+                let now = self.now();
+                self.swarm
+                    .handle_bytes_sent(now, peer, u64::from(block.len));
+            }
+            // Every request is answered: a block we cannot read is
+            // rejected, so the peer asks elsewhere instead of stalling.
+            Served::ReadFailed => {
+                if let Some(p) = self.peers.get(&peer) {
+                    let _ = p
+                        .outbox
+                        .try_send(wire::Message::Reject(to_wire_block(block)));
+                }
+            }
+            // The connection is going; its `Closed` event follows.
+            Served::SendFailed => {}
+        }
+    }
+
+    fn verify(&mut self, piece: u32) {
+        let data = self.buffers.remove(&piece);
+        let info = self.info.clone();
+        let pool = self.verify_pool.clone();
+        self.verifying.spawn(async move {
+            let Some(data) = data else {
+                return (piece, None);
+            };
+            let Ok(_permit) = pool.acquire_owned().await else {
+                return (piece, None);
+            };
+            let res = tokio::task::spawn_blocking(move || {
+                let ok = check_piece(&info, piece, &data);
+                ok.then_some(data)
+            })
+            .await;
+            (piece, res.ok().flatten())
+        });
+    }
+
+    fn on_verified(&mut self, piece: u32, data: Option<Vec<u8>>) {
+        let now = self.now();
+        let ok = data.is_some();
+        if !ok {
+            self.pieces_failed += 1;
+        }
+        if let Err(e) = self.swarm.handle_piece_verified(now, piece, ok) {
+            tracing::warn!(piece, error = %e, "verification report refused");
+            return;
+        }
+        let Some(data) = data else { return };
+        let storage = self.storage.clone();
+        let ih = self.ih;
+        self.writing.spawn(async move {
+            let res = storage.write_piece(ih, piece, data).await;
+            if let Err(e) = &res {
+                tracing::warn!(piece, error = %e, "cannot store piece");
+            }
+            (piece, res.is_ok())
+        });
+    }
+
+    fn on_written(&mut self, piece: u32, ok: bool) {
+        let now = self.now();
+        let res = if ok {
+            self.pieces_downloaded += 1;
+            self.swarm.handle_piece_stored(now, piece)
+        } else {
+            self.swarm.handle_piece_store_failed(now, piece)
+        };
+        if let Err(e) = res {
+            tracing::warn!(piece, error = %e, "storage report refused");
+        }
+    }
+}
+
+fn event_peer(ev: &TransportEvent) -> &NodeId {
+    match ev {
+        TransportEvent::Message { peer, .. }
+        | TransportEvent::Block { peer, .. }
+        | TransportEvent::Closed { peer, .. } => peer,
+    }
+}
+
+fn event_conn(ev: &TransportEvent) -> ConnId {
+    match ev {
+        TransportEvent::Message { conn, .. }
+        | TransportEvent::Block { conn, .. }
+        | TransportEvent::Closed { conn, .. } => *conn,
+    }
+}

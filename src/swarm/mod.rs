@@ -1,0 +1,214 @@
+//! The download path: one swarm actor per torrent around proto's sans-IO
+//! [`shoal_proto::swarm::Swarm`], and the node-level [`Mesh`] that owns the
+//! QUIC endpoint and routes incoming connections to their torrent.
+//!
+//! proto decides; this module carries bytes and time. The actor
+//! (`actor.rs`) feeds transport events, timers, verification and storage
+//! results into the state machine, then drains its actions: sends mapped
+//! to the wire protocol, block serving off the loop, piece hashing on a
+//! bounded blocking pool, durable writes through storage.
+//!
+//! Invariants this module keeps:
+//! - A piece is written to storage only after it matched its hash; a piece
+//!   that fails is dropped, never written (proto re-requests and blames).
+//! - A torrent starts from storage's durable have-bitfield, so pieces
+//!   stored before a crash or restart are never fetched again.
+//! - A [`PeerKey`] is derived from the peer's node id alone
+//!   ([`peer_key`]), so scores and bans survive reconnects.
+//! - Nothing a peer sends panics: swarm errors on peer input are logged and
+//!   the input is dropped.
+//! - Dropping the last [`TorrentHandle`] aborts the actor and with it every
+//!   connection, serve, hash and write task it owns.
+
+mod actor;
+mod mesh;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use shoal_proto::swarm::{self as machine, PeerKey, PeerScore, SwarmStats};
+use shoal_proto::wire::{self, NodeId};
+use shoal_proto::InfoHash;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+pub use mesh::{Mesh, MeshError, Role, StartTorrent};
+
+/// The stable swarm key of a node: the first 8 bytes of its id.
+pub fn peer_key(node: &NodeId) -> PeerKey {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&node[..8]);
+    PeerKey(u64::from_be_bytes(b))
+}
+
+/// A peer to dial: where it listens and the node id its TLS key must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerDial {
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// Its node id.
+    pub node_id: NodeId,
+}
+
+/// A snapshot of one torrent's swarm, for tests, the API and metrics.
+#[derive(Debug, Clone)]
+pub struct TorrentStatus {
+    /// The torrent.
+    pub infohash: InfoHash,
+    /// Number of pieces.
+    pub pieces: u32,
+    /// Pieces stored.
+    pub have: u32,
+    /// Every piece is stored.
+    pub complete: bool,
+    /// Pieces this run downloaded, verified and stored.
+    pub pieces_downloaded: u32,
+    /// Pieces this run hashed and found bad (and dropped).
+    pub pieces_failed: u32,
+    /// Connected (or connecting) peers.
+    pub peers: Vec<NodeId>,
+    /// Peers proto banned.
+    pub banned: Vec<NodeId>,
+    /// Every peer seen with its trust record.
+    pub scores: Vec<(NodeId, PeerScore)>,
+    /// proto's counters.
+    pub stats: SwarmStats,
+}
+
+/// What the actor's inbox takes.
+#[derive(Debug)]
+pub(crate) enum TorrentMessage {
+    /// Report a [`TorrentStatus`].
+    Status {
+        reply: oneshot::Sender<TorrentStatus>,
+    },
+    /// Dial a peer.
+    AddPeer(PeerDial),
+    /// An incoming connection for this torrent, routed by the mesh.
+    Inbound(Box<crate::transport::Inbound>),
+    /// Stop: close every connection and exit; replies once done.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Errors of the torrent handle.
+#[derive(Debug, thiserror::Error)]
+pub enum TorrentError {
+    /// The actor has exited.
+    #[error("the torrent's swarm actor has stopped")]
+    Closed,
+}
+
+/// The way to talk to one torrent's swarm actor. Clones share it; dropping
+/// the last clone aborts the actor.
+#[derive(Debug, Clone)]
+pub struct TorrentHandle {
+    infohash: InfoHash,
+    tx: mpsc::Sender<TorrentMessage>,
+    complete: watch::Receiver<bool>,
+    cancel: CancellationToken,
+    _task: Arc<AbortOnDropHandle<()>>,
+}
+
+impl TorrentHandle {
+    /// The torrent.
+    pub fn infohash(&self) -> InfoHash {
+        self.infohash
+    }
+
+    pub(crate) fn sender(&self) -> mpsc::Sender<TorrentMessage> {
+        self.tx.clone()
+    }
+
+    /// A snapshot of the swarm.
+    pub async fn status(&self) -> Result<TorrentStatus, TorrentError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(TorrentMessage::Status { reply })
+            .await
+            .map_err(|_| TorrentError::Closed)?;
+        rx.await.map_err(|_| TorrentError::Closed)
+    }
+
+    /// Dials `peer` for this torrent (once; failures are not retried yet).
+    pub async fn add_peer(&self, peer: PeerDial) -> Result<(), TorrentError> {
+        self.tx
+            .send(TorrentMessage::AddPeer(peer))
+            .await
+            .map_err(|_| TorrentError::Closed)
+    }
+
+    /// Waits until every piece is stored.
+    pub async fn wait_complete(&self) -> Result<(), TorrentError> {
+        let mut rx = self.complete.clone();
+        rx.wait_for(|c| *c)
+            .await
+            .map(|_| ())
+            .map_err(|_| TorrentError::Closed)
+    }
+
+    /// Whether every piece is stored.
+    pub fn is_complete(&self) -> bool {
+        *self.complete.borrow()
+    }
+
+    /// Closes every connection and stops the actor; returns once it has.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(TorrentMessage::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        self.cancel.cancel();
+    }
+}
+
+/// proto's block reference in the wire's spelling.
+pub(crate) fn to_wire_block(b: machine::BlockRef) -> wire::BlockRef {
+    wire::BlockRef {
+        piece: b.piece,
+        offset: b.offset,
+        length: b.len,
+    }
+}
+
+/// The wire's block reference in proto's spelling.
+pub(crate) fn from_wire_block(b: wire::BlockRef) -> machine::BlockRef {
+    machine::BlockRef {
+        piece: b.piece,
+        offset: b.offset,
+        len: b.length,
+    }
+}
+
+/// Maps one of proto's semantic messages to the wire encoding.
+pub(crate) fn to_wire(m: machine::Message) -> wire::Message {
+    use machine::Message as M;
+    match m {
+        M::Interested => wire::Message::Interested,
+        M::NotInterested => wire::Message::NotInterested,
+        M::Choke => wire::Message::Choke,
+        M::Unchoke => wire::Message::Unchoke,
+        M::Request(b) => wire::Message::Request(to_wire_block(b)),
+        M::Cancel(b) => wire::Message::Cancel(to_wire_block(b)),
+        M::Reject(b) => wire::Message::Reject(to_wire_block(b)),
+        M::Have(p) => wire::Message::Have(p),
+        M::Bitfield(bits) => wire::Message::Bitfield(bits),
+        M::HaveAll => wire::Message::HaveAll,
+        M::HaveNone => wire::Message::HaveNone,
+    }
+}
+
+/// The close code for proto's reason to disconnect.
+pub(crate) fn close_code(reason: machine::DisconnectReason) -> wire::CloseCode {
+    use machine::DisconnectReason as R;
+    match reason {
+        R::Protocol(_) => wire::CloseCode::ProtocolViolation,
+        R::Banned => wire::CloseCode::Banned,
+        R::BadData | R::Stalled | R::Rejecting | R::NotUseful => wire::CloseCode::Done,
+    }
+}

@@ -1,0 +1,452 @@
+//! End to end over QUIC on 127.0.0.1: seeds and leechers in one process,
+//! each with its own endpoint, storage and mesh, moving a generated
+//! multi-MiB file created by `shoal create`.
+
+use std::net::UdpSocket;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use shoal::check::check;
+use shoal::create::{create, CreateOptions, Source};
+use shoal::disk::Layout;
+use shoal::storage::{Storage, StorageConfig, StorageHandle};
+use shoal::swarm::{Mesh, PeerDial, Role, StartTorrent, TorrentHandle};
+use shoal::transport::{install_crypto_provider, Endpoint, TransportConfig};
+use shoal_proto::swarm::SwarmConfig;
+use shoal_proto::Metainfo;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const PIECE: u64 = 256 * 1024;
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A generated file and its torrent.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    meta: Metainfo,
+    content: Vec<u8>,
+}
+
+impl Fixture {
+    fn new(len: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let content = bytes(len, 42);
+        let src = dir.path().join("image.bin");
+        std::fs::write(&src, &content).unwrap();
+        let opts = CreateOptions {
+            trackers: vec![],
+            piece_length: Some(PIECE),
+            private: false,
+            comment: None,
+            blake3: true,
+            threads: 1,
+            creation_date: None,
+        };
+        let meta = create(&Source::scan(&src).unwrap(), &opts, &AtomicU64::new(0)).unwrap();
+        Fixture {
+            dir: dir.path().to_path_buf(),
+            _dir: dir,
+            meta,
+            content,
+        }
+    }
+
+    fn pieces(&self) -> u32 {
+        self.meta.info.piece_count()
+    }
+
+    /// A directory holding a copy of the content, for a seed of its own.
+    fn copy_to(&self, dir: &Path) -> PathBuf {
+        let target = dir.join("content");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("image.bin"), &self.content).unwrap();
+        target
+    }
+
+    fn file_in(&self, target: &Path) -> PathBuf {
+        target.join("image.bin")
+    }
+
+    fn verifies(&self, target: &Path) -> bool {
+        let layout = Layout::in_dir(&self.meta.info, target);
+        check(&self.meta.info, &layout, 2, &AtomicU64::new(0))
+            .unwrap()
+            .is_complete()
+    }
+
+    fn start(&self, target: &Path, role: Role, peers: Vec<PeerDial>) -> StartTorrent {
+        StartTorrent {
+            metainfo: self.meta.clone(),
+            target_dir: target.to_path_buf(),
+            role,
+            peers,
+            config: SwarmConfig::default(),
+            seed: 7,
+        }
+    }
+}
+
+/// One node: endpoint, storage and mesh.
+struct Node {
+    mesh: Mesh,
+    storage: StorageHandle,
+    storage_stop: CancellationToken,
+    endpoint_stop: CancellationToken,
+}
+
+impl Node {
+    async fn new(data_dir: &Path) -> Node {
+        install_crypto_provider();
+        let storage_stop = CancellationToken::new();
+        let storage = Storage::spawn(data_dir, StorageConfig::default(), storage_stop.clone())
+            .await
+            .unwrap();
+        let endpoint_stop = CancellationToken::new();
+        let endpoint = Endpoint::from_socket(
+            &Keypair::generate_ed25519(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            TransportConfig::default(),
+            endpoint_stop.clone(),
+        )
+        .unwrap();
+        Node {
+            mesh: Mesh::new(endpoint, storage.clone()),
+            storage,
+            storage_stop,
+            endpoint_stop,
+        }
+    }
+
+    fn dial(&self) -> PeerDial {
+        let ep = self.mesh.endpoint();
+        PeerDial {
+            addr: ep.local_addr().unwrap(),
+            node_id: ep.node_id(),
+        }
+    }
+
+    /// Stops everything and waits until storage has closed its database.
+    async fn stop(self, torrent: TorrentHandle) {
+        self.mesh.stop(&torrent).await;
+        drop(torrent);
+        self.endpoint_stop.cancel();
+        drop(self.mesh);
+        self.storage_stop.cancel();
+        self.storage.stopped().await;
+    }
+}
+
+async fn wait_until(
+    what: &str,
+    t: &TorrentHandle,
+    mut ok: impl FnMut(&shoal::swarm::TorrentStatus) -> bool,
+) {
+    within(what, async {
+        loop {
+            if ok(&t.status().await.unwrap()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seed_three_leechers_complete() {
+    let fx = Fixture::new(6 * 1024 * 1024 + 12_345);
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = Node::new(&tmp.path().join("seed")).await;
+    let st = seed
+        .mesh
+        .start(fx.start(&fx.dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    assert!(st.is_complete(), "the seed imported its data");
+
+    let mut dials = vec![seed.dial()];
+    let mut leechers = Vec::new();
+    for i in 0..3 {
+        let node = Node::new(&tmp.path().join(format!("l{i}/db"))).await;
+        let target = tmp.path().join(format!("l{i}/content"));
+        let t = node
+            .mesh
+            .start(fx.start(&target, Role::Leech, dials.clone()))
+            .await
+            .unwrap();
+        dials.push(node.dial());
+        leechers.push((node, t, target));
+    }
+    let mut traded = 0;
+    for (_, t, target) in &leechers {
+        within("leecher completes", t.wait_complete())
+            .await
+            .unwrap();
+        let got = std::fs::read(fx.file_in(target)).unwrap();
+        assert!(got == fx.content, "leecher's file is byte-identical");
+        assert!(fx.verifies(target));
+        let s = t.status().await.unwrap();
+        assert_eq!(s.pieces_downloaded, fx.pieces());
+        assert_eq!(s.pieces_failed, 0);
+        eprintln!("leecher uploaded {} bytes", s.stats.uploaded);
+        traded += s.stats.uploaded;
+    }
+    assert!(traded > 0, "leechers traded pieces among themselves");
+    for (node, t, _) in leechers {
+        node.stop(t).await;
+    }
+    seed.stop(st).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_leecher_fetches_only_missing_pieces() {
+    let fx = Fixture::new(4 * 1024 * 1024 + 777);
+    let total = fx.pieces();
+    let part = total / 3;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A seed holding only the first `part` pieces: the rest of its copy is
+    // zeroed, so importing finds them bad.
+    let partial_dir = fx.copy_to(&tmp.path().join("partial"));
+    {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fx.file_in(&partial_dir))
+            .unwrap();
+        let from = u64::from(part) * PIECE;
+        let zeros = vec![0u8; fx.content.len() - from as usize];
+        f.write_all_at(&zeros, from).unwrap();
+    }
+    let partial = Node::new(&tmp.path().join("partial/db")).await;
+    let pt = partial
+        .mesh
+        .start(fx.start(&partial_dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(pt.status().await.unwrap().have, part);
+
+    let db = tmp.path().join("leech/db");
+    let target = tmp.path().join("leech/content");
+    let leech = Node::new(&db).await;
+    let lt = leech
+        .mesh
+        .start(fx.start(&target, Role::Leech, vec![partial.dial()]))
+        .await
+        .unwrap();
+    wait_until("first run gets the partial seed's pieces", &lt, |s| {
+        s.have == part
+    })
+    .await;
+    leech.stop(lt).await;
+    partial.stop(pt).await;
+
+    // Second run on the same data dir, against a full seed.
+    let seed = Node::new(&tmp.path().join("seed/db")).await;
+    let st = seed
+        .mesh
+        .start(fx.start(&fx.dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    let leech = Node::new(&db).await;
+    let lt = leech
+        .mesh
+        .start(fx.start(&target, Role::Leech, vec![seed.dial()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        lt.status().await.unwrap().have,
+        part,
+        "resumed from storage"
+    );
+    within("second run completes", lt.wait_complete())
+        .await
+        .unwrap();
+    let s = lt.status().await.unwrap();
+    assert_eq!(
+        s.pieces_downloaded,
+        total - part,
+        "only missing pieces fetched"
+    );
+    assert!(std::fs::read(fx.file_in(&target)).unwrap() == fx.content);
+    assert!(fx.verifies(&target));
+    leech.stop(lt).await;
+    seed.stop(st).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_seed_is_blamed_banned_and_leecher_completes_from_honest_one() {
+    let fx = Fixture::new(4 * 1024 * 1024 + 99);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The corrupt seed imports good data, then its file is altered under
+    // it: every piece it serves fails verification.
+    let bad_dir = fx.copy_to(&tmp.path().join("bad"));
+    let bad = Node::new(&tmp.path().join("bad/db")).await;
+    let bt = bad
+        .mesh
+        .start(fx.start(&bad_dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    assert!(bt.is_complete());
+    {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fx.file_in(&bad_dir))
+            .unwrap();
+        for p in 0..fx.pieces() {
+            let at = u64::from(p) * PIECE;
+            let b = fx.content[at as usize] ^ 0xff;
+            f.write_all_at(&[b], at).unwrap();
+        }
+    }
+    let honest = Node::new(&tmp.path().join("honest/db")).await;
+    let ht = honest
+        .mesh
+        .start(fx.start(&fx.dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+
+    let target = tmp.path().join("leech/content");
+    let leech = Node::new(&tmp.path().join("leech/db")).await;
+    let lt = leech
+        .mesh
+        .start(fx.start(&target, Role::Leech, vec![bad.dial()]))
+        .await
+        .unwrap();
+    let bad_id = bad.dial().node_id;
+    wait_until("a bad piece is caught", &lt, |s| s.pieces_failed >= 1).await;
+    // It was dropped; let it back in until a second bad piece bans it.
+    within("the corrupt seed is banned", async {
+        loop {
+            let s = lt.status().await.unwrap();
+            if s.banned.contains(&bad_id) {
+                return;
+            }
+            if !s.peers.contains(&bad_id) {
+                lt.add_peer(bad.dial()).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    lt.add_peer(honest.dial()).await.unwrap();
+    within("leecher completes", lt.wait_complete())
+        .await
+        .unwrap();
+
+    let s = lt.status().await.unwrap();
+    assert_eq!(s.have, fx.pieces());
+    assert!(s.stats.hash_failures >= 1);
+    let score = s
+        .scores
+        .iter()
+        .find(|(n, _)| *n == bad_id)
+        .map(|(_, sc)| *sc)
+        .expect("the corrupt seed has a record");
+    assert!(score.bad_pieces >= 2.0, "corrupt seed blamed: {score:?}");
+    assert!(score.banned);
+    assert!(!s.peers.contains(&bad_id), "corrupt seed disconnected");
+    assert!(std::fs::read(fx.file_in(&target)).unwrap() == fx.content);
+    assert!(fx.verifies(&target));
+    leech.stop(lt).await;
+    bad.stop(bt).await;
+    honest.stop(ht).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_torrent_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::new(&tmp.path().join("n")).await;
+    let other = Node::new(&tmp.path().join("o")).await;
+    let (events, _rx) = tokio::sync::mpsc::channel(16);
+    let session = shoal::transport::Session {
+        opening: shoal_proto::wire::Message::HaveNone,
+        geometry: None,
+        events,
+    };
+    let target = node.dial();
+    let err = within(
+        "dial",
+        other.mesh.endpoint().dial(
+            target.addr,
+            Some(target.node_id),
+            shoal_proto::InfoHash([9; 20]),
+            session,
+        ),
+    )
+    .await
+    .expect_err("no such torrent");
+    assert_eq!(
+        err.refused_code(),
+        Some(shoal_proto::wire::CloseCode::UnknownTorrent),
+        "{err:?}"
+    );
+}
+
+/// Zeroes the bytes of `pieces` in a copy of the content under `dir`.
+fn copy_without(fx: &Fixture, dir: &Path, pieces: std::ops::Range<u32>) -> PathBuf {
+    let target = fx.copy_to(dir);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.file_in(&target))
+        .unwrap();
+    let from = u64::from(pieces.start) * PIECE;
+    let to = (u64::from(pieces.end) * PIECE).min(fx.content.len() as u64);
+    f.write_all_at(&vec![0u8; (to - from) as usize], from)
+        .unwrap();
+    target
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_halves_dialing_each_other_at_once_both_complete() {
+    let fx = Fixture::new(3 * 1024 * 1024 + 5);
+    let n = fx.pieces();
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = copy_without(&fx, &tmp.path().join("a"), n / 2..n);
+    let b_dir = copy_without(&fx, &tmp.path().join("b"), 0..n / 2);
+    let a = Node::new(&tmp.path().join("a/db")).await;
+    let b = Node::new(&tmp.path().join("b/db")).await;
+    let at = a
+        .mesh
+        .start(fx.start(&a_dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    let bt = b
+        .mesh
+        .start(fx.start(&b_dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(at.status().await.unwrap().have, n / 2);
+    assert_eq!(bt.status().await.unwrap().have, n - n / 2);
+    // Both dial at once: one of the two connections must survive.
+    let (ra, rb) = tokio::join!(at.add_peer(b.dial()), bt.add_peer(a.dial()));
+    ra.unwrap();
+    rb.unwrap();
+    within("a completes", at.wait_complete()).await.unwrap();
+    within("b completes", bt.wait_complete()).await.unwrap();
+    assert!(std::fs::read(fx.file_in(&a_dir)).unwrap() == fx.content);
+    assert!(std::fs::read(fx.file_in(&b_dir)).unwrap() == fx.content);
+    a.stop(at).await;
+    b.stop(bt).await;
+}
