@@ -5,6 +5,7 @@
 //! config and identity, the tracker role, gossip and the HTTP server. The
 //! swarm, storage, verification and transport actors join it here.
 
+pub mod announce;
 pub mod check;
 pub mod config;
 pub mod create;

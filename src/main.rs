@@ -24,6 +24,10 @@ enum Command {
     Show(cli::show::ShowArgs),
     /// Check data on disk against a .torrent's piece hashes.
     Verify(cli::verify::VerifyArgs),
+    /// Share a file or directory until interrupted (makes the torrent).
+    Seed(cli::seed::SeedArgs),
+    /// Download a torrent, verify it and exit.
+    Fetch(cli::fetch::FetchArgs),
     /// Run the node daemon (add --tracker for the tracker role).
     Node(cli::node::NodeArgs),
     /// Run a node with only the tracker role.
@@ -45,6 +49,8 @@ fn main() -> ExitCode {
         Command::Create(a) => cli::create::run(a),
         Command::Show(a) => cli::show::run(a),
         Command::Verify(a) => cli::verify::run(a),
+        Command::Seed(a) => cli::seed::run(a),
+        Command::Fetch(a) => cli::fetch::run(a),
         Command::Node(a) => cli::node::run(a, false),
         Command::Tracker(a) => cli::node::run(a, true),
         Command::Config(ConfigCommand::Example) => {

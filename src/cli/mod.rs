@@ -2,7 +2,10 @@
 //! and a `run` function; shared helpers for reading inputs live here.
 
 pub mod create;
+pub mod fetch;
 pub mod node;
+pub mod peer;
+pub mod seed;
 pub mod show;
 pub mod verify;
 

@@ -14,6 +14,7 @@
 //! allocates in proportion to that input or to the caller's limits.
 
 pub mod announce;
+pub mod client;
 pub mod hlc;
 mod query;
 pub mod response;

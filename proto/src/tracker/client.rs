@@ -1,0 +1,296 @@
+//! The client side of an HTTP announce (BEP 3, 7, 23): building the query
+//! string and reading the tracker's bencoded answer.
+//!
+//! Invariants this module keeps: pure functions of their arguments, no I/O;
+//! nothing a tracker sends panics, and the peers returned are bounded by the
+//! size of the answer (a compact peer is 6 or 18 bytes).
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use crate::bencode::{self, Value};
+use crate::infohash::InfoHash;
+
+use super::announce::Event;
+
+/// What one announce says about us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceParams {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Our peer id.
+    pub peer_id: [u8; 20],
+    /// The port we listen on.
+    pub port: u16,
+    /// Bytes uploaded since `started`.
+    pub uploaded: u64,
+    /// Bytes downloaded since `started`.
+    pub downloaded: u64,
+    /// Bytes still missing.
+    pub left: u64,
+    /// What happened, if anything.
+    pub event: Event,
+    /// How many peers we want.
+    pub numwant: Option<u32>,
+}
+
+/// Percent-encodes `bytes` as a query value: unreserved characters stay,
+/// everything else is `%XX`.
+pub fn percent_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The query string (no `?`) of an announce asking for a compact answer.
+pub fn announce_query(p: &AnnounceParams) -> String {
+    let mut q = format!(
+        "info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1",
+        percent_encode(&p.info_hash.0),
+        percent_encode(&p.peer_id),
+        p.port,
+        p.uploaded,
+        p.downloaded,
+        p.left
+    );
+    let event = match p.event {
+        Event::None => None,
+        Event::Started => Some("started"),
+        Event::Completed => Some("completed"),
+        Event::Stopped => Some("stopped"),
+    };
+    if let Some(e) = event {
+        q.push_str("&event=");
+        q.push_str(e);
+    }
+    if let Some(n) = p.numwant {
+        q.push_str(&format!("&numwant={n}"));
+    }
+    q
+}
+
+/// `url` with `query` appended (after `?`, or `&` if it already has one).
+pub fn announce_url(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+/// A tracker's successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnnounceReply {
+    /// Seconds until the next regular announce.
+    pub interval: Option<u32>,
+    /// Seconds the tracker asks us to wait at least.
+    pub min_interval: Option<u32>,
+    /// Peers, IPv4 then IPv6, in the tracker's order.
+    pub peers: Vec<SocketAddr>,
+    /// A `warning message`, if any.
+    pub warning: Option<String>,
+}
+
+/// Why an announce answer is no use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// The tracker refused the announce.
+    #[error("tracker refused: {0}")]
+    Failure(String),
+    /// Not bencode, or not the shape of an announce answer.
+    #[error("malformed announce answer: {0}")]
+    Malformed(String),
+}
+
+fn int_field(d: &std::collections::BTreeMap<Vec<u8>, Value>, key: &str) -> Option<u32> {
+    d.get(key.as_bytes())
+        .and_then(Value::as_int)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+/// Parses an announce answer: compact or dictionary `peers`, compact
+/// `peers6`, `failure reason`, `interval` and `min interval`.
+pub fn parse_announce_reply(body: &[u8]) -> Result<AnnounceReply, ReplyError> {
+    let v = bencode::decode(body).map_err(|e| ReplyError::Malformed(e.to_string()))?;
+    let d = v
+        .as_dict()
+        .ok_or_else(|| ReplyError::Malformed("not a dictionary".into()))?;
+    if let Some(f) = d.get(&b"failure reason"[..]) {
+        let reason = f
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_else(|| "(unreadable reason)".into());
+        return Err(ReplyError::Failure(reason));
+    }
+    let mut reply = AnnounceReply {
+        interval: int_field(d, "interval"),
+        min_interval: int_field(d, "min interval"),
+        warning: d
+            .get(&b"warning message"[..])
+            .and_then(Value::as_bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+        peers: Vec::new(),
+    };
+    match d.get(&b"peers"[..]) {
+        None => {}
+        Some(Value::Bytes(b)) => {
+            if b.len() % 6 != 0 {
+                return Err(ReplyError::Malformed(
+                    "compact peers not a multiple of 6".into(),
+                ));
+            }
+            for c in b.chunks_exact(6) {
+                let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
+                let port = u16::from_be_bytes([c[4], c[5]]);
+                reply
+                    .peers
+                    .push(SocketAddr::V4(SocketAddrV4::new(ip, port)));
+            }
+        }
+        Some(Value::List(list)) => {
+            for p in list {
+                let Some(pd) = p.as_dict() else { continue };
+                let ip = pd
+                    .get(&b"ip"[..])
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<std::net::IpAddr>().ok());
+                let port = pd
+                    .get(&b"port"[..])
+                    .and_then(Value::as_int)
+                    .and_then(|p| u16::try_from(p).ok());
+                // A peer named by host name, or without a port, is skipped.
+                if let (Some(ip), Some(port)) = (ip, port) {
+                    reply.peers.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+        Some(_) => {
+            return Err(ReplyError::Malformed(
+                "peers is neither bytes nor a list".into(),
+            ))
+        }
+    }
+    if let Some(p6) = d.get(&b"peers6"[..]) {
+        let b = p6
+            .as_bytes()
+            .ok_or_else(|| ReplyError::Malformed("peers6 is not a byte string".into()))?;
+        if b.len() % 18 != 0 {
+            return Err(ReplyError::Malformed(
+                "compact peers6 not a multiple of 18".into(),
+            ));
+        }
+        for c in b.chunks_exact(18) {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&c[..16]);
+            let port = u16::from_be_bytes([c[16], c[17]]);
+            reply.peers.push(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                0,
+                0,
+            )));
+        }
+    }
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::AnnounceRequest;
+
+    fn params(event: Event) -> AnnounceParams {
+        AnnounceParams {
+            info_hash: InfoHash([0xAB; 20]),
+            peer_id: *b"-SH0100-abc def/ghi~",
+            port: 7882,
+            uploaded: 1,
+            downloaded: 2,
+            left: 3,
+            event,
+            numwant: Some(50),
+        }
+    }
+
+    #[test]
+    fn client_query_round_trips_through_the_tracker_parser() {
+        for event in [
+            Event::None,
+            Event::Started,
+            Event::Completed,
+            Event::Stopped,
+        ] {
+            let p = params(event);
+            let q = announce_query(&p);
+            let r = AnnounceRequest::parse(q.as_bytes(), 4096).unwrap();
+            assert_eq!(r.info_hash, p.info_hash);
+            assert_eq!(r.peer_id, p.peer_id);
+            assert_eq!((r.port, r.uploaded, r.downloaded, r.left), (7882, 1, 2, 3));
+            assert_eq!(r.event, event);
+            assert!(r.compact);
+            assert_eq!(r.numwant, Some(50));
+        }
+    }
+
+    #[test]
+    fn client_url_joins_queries() {
+        assert_eq!(announce_url("http://t/a", "x=1"), "http://t/a?x=1");
+        assert_eq!(announce_url("http://t/a?k=v", "x=1"), "http://t/a?k=v&x=1");
+    }
+
+    #[test]
+    fn client_parses_compact_peers_and_peers6() {
+        let mut body = b"d8:intervali900e12:min intervali60e5:peers12:".to_vec();
+        body.extend_from_slice(&[127, 0, 0, 1, 0x1E, 0xD2, 10, 0, 0, 2, 0, 80]);
+        body.extend_from_slice(b"6:peers618:");
+        let mut v6 = [0u8; 18];
+        v6[15] = 1;
+        v6[16..].copy_from_slice(&443u16.to_be_bytes());
+        body.extend_from_slice(&v6);
+        body.push(b'e');
+        let r = parse_announce_reply(&body).unwrap();
+        assert_eq!(r.interval, Some(900));
+        assert_eq!(r.min_interval, Some(60));
+        let want: Vec<SocketAddr> = vec![
+            "127.0.0.1:7890".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+            "[::1]:443".parse().unwrap(),
+        ];
+        assert_eq!(r.peers, want);
+    }
+
+    #[test]
+    fn client_parses_dict_peers() {
+        let body = b"d8:intervali30e5:peersld2:ip9:127.0.0.17:peer id20:aaaaaaaaaaaaaaaaaaaa4:porti6881eed2:ip4:host4:porti1eed2:ip3:::14:porti2eeee";
+        let r = parse_announce_reply(body).unwrap();
+        let want: Vec<SocketAddr> = vec![
+            "127.0.0.1:6881".parse().unwrap(),
+            "[::1]:2".parse().unwrap(),
+        ];
+        assert_eq!(r.peers, want);
+    }
+
+    #[test]
+    fn client_reports_failure_and_malformed_answers() {
+        assert_eq!(
+            parse_announce_reply(b"d14:failure reason4:nopee"),
+            Err(ReplyError::Failure("nope".into()))
+        );
+        for bad in [
+            &b""[..],
+            b"le",
+            b"i1e",
+            b"d5:peers5:abcdee",
+            b"d5:peersi1ee",
+            b"d6:peers63:abce",
+            b"d8:intervali30e5:peers",
+        ] {
+            assert!(
+                matches!(parse_announce_reply(bad), Err(ReplyError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

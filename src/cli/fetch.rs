@@ -1,0 +1,199 @@
+//! `shoal fetch`: download a torrent into a directory, re-verify every
+//! piece on disk, run an optional hook, optionally keep seeding for a
+//! while, then announce `stopped` and exit. Exit status 0 only if the data
+//! on disk is intact; 1 if it is not or the hook failed; 2 on errors.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use shoal::disk::{default_threads, Layout};
+use shoal::swarm::{Role, TorrentHandle};
+
+use super::peer;
+
+/// Download a torrent.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The .torrent file (magnet links are not supported yet).
+    pub torrent: String,
+    /// Download directory (content lands at DIR/NAME).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Keep seeding this long after the download, such as 90s, 10m or 1h.
+    #[arg(long, value_name = "DURATION", value_parser = peer::parse_duration)]
+    pub seed_for: Option<Duration>,
+    /// Shell command to run once the data is verified, with SHOAL_INFOHASH
+    /// and SHOAL_PATH in its environment.
+    #[arg(long, value_name = "CMD")]
+    pub on_complete: Option<String>,
+    /// Directory for the node's key and storage database.
+    #[arg(
+        long,
+        env = "SHOAL_DATA_DIR",
+        value_name = "DIR",
+        default_value = "shoal-data"
+    )]
+    pub data_dir: PathBuf,
+    /// QUIC (UDP) listen address.
+    #[arg(long, value_name = "ADDR", default_value = peer::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
+    peer::init_logging();
+    if a.torrent.starts_with("magnet:") {
+        anyhow::bail!("magnet links are not yet supported; pass a .torrent file");
+    }
+    let meta = super::read_torrent(std::path::Path::new(&a.torrent))?;
+    let tiers = peer::torrent_tiers(&meta);
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("{}: cannot create", a.output.display()))?;
+    let target_dir = a
+        .output
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read", a.output.display()))?;
+    let info = Arc::new(meta.info.clone());
+    let ih = meta.info_hash;
+    let content = target_dir.join(&info.name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let mut signals = Box::pin(peer::watch_signals()?);
+        let running = peer::start(
+            &a.data_dir,
+            a.listen,
+            meta,
+            target_dir.clone(),
+            Role::Leech,
+            tiers,
+        )
+        .await?;
+        println!("infohash {ih}");
+        println!("listening on {}", running.listen);
+        let _ = std::io::stdout().flush();
+        let finished = tokio::select! {
+            r = download(&running.torrent, info.piece_length) => r.map(|()| true),
+            _ = &mut signals => Ok(false),
+        };
+        let finished = match finished {
+            Ok(f) => f,
+            Err(e) => {
+                running.stop().await;
+                return Err(e);
+            }
+        };
+        if !finished {
+            running.stop().await;
+            anyhow::bail!("interrupted before the download completed");
+        }
+        let check_info = info.clone();
+        let check_dir = target_dir.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let layout = Layout::in_dir(&check_info, &check_dir);
+            shoal::check::check(&check_info, &layout, default_threads(), &AtomicU64::new(0))
+        })
+        .await
+        .context("verification task failed")?;
+        let intact = match report {
+            Ok(r) if r.is_complete() => true,
+            Ok(r) => {
+                eprintln!(
+                    "error: {} of {} pieces on disk do not match the torrent",
+                    r.pieces
+                        .iter()
+                        .filter(|s| **s != shoal::check::PieceState::Good)
+                        .count(),
+                    r.pieces.len()
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("error: cannot verify {}: {e}", content.display());
+                false
+            }
+        };
+        let mut hook_ok = true;
+        if intact {
+            println!("complete {}", content.display());
+            let _ = std::io::stdout().flush();
+            if let Some(cmd) = &a.on_complete {
+                let mut command = std::process::Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("SHOAL_INFOHASH", ih.to_string())
+                    .env("SHOAL_PATH", &content);
+                let status = tokio::task::spawn_blocking(move || command.status())
+                    .await
+                    .context("--on-complete task failed")?;
+                match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => {
+                        eprintln!("error: --on-complete command exited with {s}");
+                        hook_ok = false;
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot run --on-complete command: {e}");
+                        hook_ok = false;
+                    }
+                }
+            }
+            if let Some(d) = a.seed_for {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = &mut signals => {}
+                }
+            }
+        }
+        running.stop().await;
+        Ok::<_, anyhow::Error>(if intact && hook_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+/// Waits for every piece, drawing a progress line when stderr is a
+/// terminal.
+async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            r = torrent.wait_complete() => {
+                r?;
+                if tty {
+                    eprintln!();
+                }
+                return Ok(());
+            }
+            _ = tick.tick() => {
+                if !tty {
+                    continue;
+                }
+                let s = torrent.status().await?;
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                let rate = u64::from(s.pieces_downloaded) as f64 * piece_length as f64 / secs;
+                eprint!(
+                    "\r{}/{} pieces  {:.1} MiB/s  {} peers   ",
+                    s.have,
+                    s.pieces,
+                    rate / (1 << 20) as f64,
+                    s.peers.len()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        }
+    }
+}

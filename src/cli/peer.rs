@@ -1,0 +1,207 @@
+//! What `shoal seed` and `shoal fetch` share: one node's storage, QUIC
+//! endpoint and mesh, one torrent on it, and the announcer; and stopping
+//! them in order (announce `stopped`, close connections, close storage).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::identity::Keypair;
+use shoal::announce::{AnnounceConfig, AnnouncerHandle};
+use shoal::storage::{Storage, StorageConfig, StorageHandle};
+use shoal::swarm::{Mesh, Role, StartTorrent, TorrentHandle};
+use shoal::transport::{install_crypto_provider, Endpoint, TransportConfig};
+use shoal_proto::swarm::SwarmConfig;
+use shoal_proto::wire::CloseCode;
+use shoal_proto::Metainfo;
+use tokio_util::sync::CancellationToken;
+
+/// Default QUIC listen address of the one-shot commands.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7882";
+
+/// Bound on the `stopped` announce and the connection close at exit.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A running torrent and everything under it.
+pub struct Running {
+    pub mesh: Mesh,
+    pub torrent: TorrentHandle,
+    pub announcer: Option<AnnouncerHandle>,
+    pub listen: SocketAddr,
+    storage: StorageHandle,
+    storage_stop: CancellationToken,
+    endpoint_stop: CancellationToken,
+}
+
+/// Opens storage in `data_dir`, binds `listen`, starts `meta` as `role`
+/// with content in `target_dir`, and starts announcing to `trackers`.
+pub async fn start(
+    data_dir: &Path,
+    listen: SocketAddr,
+    meta: Metainfo,
+    target_dir: PathBuf,
+    role: Role,
+    trackers: Vec<Vec<String>>,
+) -> anyhow::Result<Running> {
+    install_crypto_provider();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("{}: cannot create", data_dir.display()))?;
+    let keypair: Keypair = shoal::identity::load_or_create(data_dir)?;
+    let storage_stop = CancellationToken::new();
+    let storage = Storage::spawn(data_dir, StorageConfig::default(), storage_stop.clone())
+        .await
+        .with_context(|| format!("{}: cannot open storage", data_dir.display()))?;
+    let socket = UdpSocket::bind(listen).with_context(|| format!("cannot bind {listen}"))?;
+    let listen = socket.local_addr()?;
+    let endpoint_stop = CancellationToken::new();
+    let transport = TransportConfig::default();
+    let endpoint =
+        Endpoint::from_socket(&keypair, socket, transport.clone(), endpoint_stop.clone())?;
+    let node_id = endpoint.node_id();
+    let mesh = Mesh::new(endpoint, storage.clone());
+    let total = meta.info.total_length();
+    let piece_length = meta.info.piece_length;
+    let torrent = mesh
+        .start(StartTorrent {
+            metainfo: meta,
+            target_dir,
+            role,
+            peers: Vec::new(),
+            config: SwarmConfig::default(),
+            seed: u64::from_le_bytes(node_id[..8].try_into().unwrap_or([0; 8])),
+        })
+        .await?;
+    let announcer = if trackers.iter().all(|t| t.is_empty()) {
+        tracing::warn!("the torrent names no tracker; waiting for peers to dial us");
+        None
+    } else {
+        let cfg = AnnounceConfig::new(trackers, listen.port(), node_id, total, piece_length);
+        Some(shoal::announce::spawn(
+            torrent.clone(),
+            cfg,
+            &keypair,
+            &transport,
+        )?)
+    };
+    Ok(Running {
+        mesh,
+        torrent,
+        announcer,
+        listen,
+        storage,
+        storage_stop,
+        endpoint_stop,
+    })
+}
+
+impl Running {
+    /// Announces `stopped`, closes every connection and storage.
+    pub async fn stop(self) {
+        let Running {
+            mesh,
+            torrent,
+            announcer,
+            storage,
+            storage_stop,
+            endpoint_stop,
+            ..
+        } = self;
+        if let Some(a) = announcer {
+            let _ = tokio::time::timeout(STOP_GRACE, a.stop()).await;
+        }
+        mesh.stop(&torrent).await;
+        drop(torrent);
+        mesh.endpoint().close(CloseCode::Done);
+        let _ = tokio::time::timeout(STOP_GRACE, mesh.endpoint().wait_idle()).await;
+        endpoint_stop.cancel();
+        drop(mesh);
+        storage_stop.cancel();
+        storage.stopped().await;
+    }
+}
+
+/// Logs warnings and errors to stderr (`RUST_LOG` overrides).
+pub fn init_logging() {
+    shoal::logging::init(&shoal::config::LogConfig {
+        format: shoal::config::LogFormat::Human,
+        filter: "warn".into(),
+    });
+}
+
+/// Installs the SIGINT and SIGTERM handlers now; the returned future ends
+/// when either signal arrives.
+pub fn watch_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+/// Parses a duration such as `90`, `90s`, `5m` or `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Builds the tier list from `-t` flags: each flag a tier, commas inside
+/// one flag make a tier of equals.
+pub fn tiers(flags: &[String]) -> Vec<Vec<String>> {
+    flags
+        .iter()
+        .map(|t| {
+            t.split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The torrent's tracker tiers: `announce-list`, or else `announce`.
+pub fn torrent_tiers(meta: &Metainfo) -> Vec<Vec<String>> {
+    if !meta.announce_list.is_empty() {
+        meta.announce_list.clone()
+    } else {
+        meta.announce.iter().map(|a| vec![a.clone()]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn tracker_flags_make_tiers() {
+        let t = tiers(&["a,b".into(), "c".into(), ",".into()]);
+        assert_eq!(t, vec![vec!["a".to_string(), "b".into()], vec!["c".into()]]);
+    }
+}
