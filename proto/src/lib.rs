@@ -16,7 +16,7 @@ pub mod infohash;
 pub mod magnet;
 pub mod metainfo;
 pub mod paths;
-mod rng;
+pub mod rng;
 pub mod swarm;
 pub mod tracker;
 pub mod verify;

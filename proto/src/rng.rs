@@ -1,5 +1,6 @@
 //! proto's only source of randomness: SplitMix64 seeded by the caller.
-//! The swarm breaks ties with it and the tracker samples peers with it.
+//! The swarm breaks ties with it, the tracker samples peers with it, and
+//! the simulator builds its random graphs with its own instance of it.
 //!
 //! Invariant: the same seed and the same inputs give the same sequence of
 //! draws, so every state machine here is a deterministic function of its
@@ -8,14 +9,16 @@
 /// Steele, Lea and Flood's SplitMix64: tiny, fast, well mixed. It only
 /// breaks ties and shuffles; nothing secret depends on it.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -24,7 +27,7 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (n > 0) up to a bias below 2^-32.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 }

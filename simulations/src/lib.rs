@@ -1,8 +1,14 @@
 //! shoal-sim: drives shoal-proto's state machines over a simulated network.
 //!
-//! For now it holds the yardstick every simulation is measured against:
-//! the fluid lower bound on distribution time. The discrete-event
-//! simulator that runs the real swarm core comes with the swarm core.
+//! A discrete-event simulator ([`net`]) runs one real
+//! [`shoal_proto::swarm::Swarm`] per simulated node over a fluid network
+//! model, from scenarios described in TOML ([`scenario`]), and measures the
+//! result against the fluid lower bound on distribution time
+//! ([`fluid_lower_bound`]). See `simulations/README.md`.
+
+pub mod net;
+pub mod rng;
+pub mod scenario;
 
 /// Capacities of a distribution, in bytes per second.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,117 @@
+//! `shoal-sim run <scenario.toml> [--nodes N] [--seed S] ...`: runs a
+//! scenario and prints completion quantiles against the fluid bound.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use shoal_sim::net::run_scenario_with;
+use shoal_sim::scenario::Scenario;
+
+#[derive(Debug, Parser)]
+#[command(about = "Simulates shoal swarms over a discrete-event network")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs one scenario.
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Overrides the number of leechers.
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Overrides the random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Overrides the torrent size, MiB.
+        #[arg(long)]
+        file_mib: Option<u64>,
+        /// Overrides the piece size, KiB.
+        #[arg(long)]
+        piece_kib: Option<u64>,
+        /// Overrides the degree (peers each node dials).
+        #[arg(long)]
+        degree: Option<usize>,
+        /// Prints progress to stderr as the run goes.
+        #[arg(long)]
+        progress: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let Cmd::Run {
+        scenario,
+        nodes,
+        seed,
+        file_mib,
+        piece_kib,
+        degree,
+        progress,
+    } = Cli::parse().cmd;
+    let mut s = Scenario::load(&scenario)?;
+    if let Some(n) = nodes {
+        s.nodes = n;
+    }
+    if let Some(v) = seed {
+        s.seed = v;
+    }
+    if let Some(v) = file_mib {
+        s.file_mib = v;
+    }
+    if let Some(v) = piece_kib {
+        s.piece_kib = v;
+    }
+    if let Some(v) = degree {
+        s.degree = v;
+    }
+    s.check()?;
+    let (out, wall) = run_scenario_with(&s, progress)?;
+    let f = out.file_bytes as f64;
+    let done = out.completions_us.iter().filter(|c| c.is_some()).count();
+    println!(
+        "scenario {} seed {}: {} leechers + {} seeder(s), {:.0} MiB in {} KiB pieces, degree {}",
+        s.name,
+        s.seed,
+        s.nodes,
+        s.seeders.count,
+        f / (1 << 20) as f64,
+        s.piece_kib,
+        s.degree
+    );
+    println!("completed        {done}/{}", out.completions_us.len());
+    let q = |p| {
+        out.quantile_secs(p)
+            .map_or("-".to_string(), |t| format!("{t:.3} s"))
+    };
+    println!(
+        "completion       p50 {}  p90 {}  p99 {}  max {}",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0)
+    );
+    println!("T_min            {:.3} s", out.t_min);
+    println!(
+        "last / T_min     {}",
+        out.ratio().map_or("-".to_string(), |r| format!("{r:.3}"))
+    );
+    println!("seed uploaded/F  {:.3}", out.seed_uploaded as f64 / f);
+    println!(
+        "events           {} ({} stale), simulated {:.3} s",
+        out.events,
+        out.stale_events,
+        out.end_us as f64 / 1e6
+    );
+    println!(
+        "wall             {:.3} s, {:.0} events/s",
+        wall.as_secs_f64(),
+        out.events as f64 / wall.as_secs_f64().max(1e-9)
+    );
+    if !out.all_completed() {
+        anyhow::bail!("not every leecher completed before the time limit");
+    }
+    Ok(())
+}
