@@ -346,13 +346,7 @@ impl ClientCertVerifier for PeerVerifier {
 }
 
 /// Lower-case hex, for names and logs.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub(crate) use shoal_proto::infohash::hex;
 
 #[cfg(test)]
 mod tests {
