@@ -340,26 +340,16 @@ pub enum AllowListError {
     },
 }
 
-/// Reads an allow-list: one infohash per line; blank lines and `#`
-/// comments are ignored. A bad line refuses the whole file, so a typo
-/// never silently narrows or widens what is allowed.
+/// Reads an allow-list file; proto's `parse_allow_list` decides what it
+/// holds (a bad line refuses the whole file).
 pub fn read_allow_list(path: &Path) -> Result<HashSet<InfoHash>, AllowListError> {
     let text = std::fs::read_to_string(path).map_err(|source| AllowListError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut set = HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.split('#').next().unwrap_or("").trim();
-        if t.is_empty() {
-            continue;
-        }
-        let h = t.parse::<InfoHash>().map_err(|_| AllowListError::BadLine {
-            path: path.to_path_buf(),
-            line: i + 1,
-            text: t.to_owned(),
-        })?;
-        set.insert(h);
-    }
-    Ok(set)
+    shoal_proto::tracker::allow::parse_allow_list(&text).map_err(|e| AllowListError::BadLine {
+        path: path.to_path_buf(),
+        line: e.line,
+        text: e.text,
+    })
 }

@@ -13,6 +13,7 @@
 //! arguments (time, clock, seeds), never panics on outside input, and
 //! allocates in proportion to that input or to the caller's limits.
 
+pub mod allow;
 pub mod announce;
 pub mod client;
 pub mod hlc;
