@@ -120,7 +120,11 @@ fn request(o: &Opts, torrent: u64, peer: u64, rng: &mut u64) -> Vec<u8> {
     pid[8..].copy_from_slice(tag.as_bytes());
     urlencode(&pid, &mut q);
     let port = 1024 + (peer % 60000);
-    let left = if splitmix(rng) % 5 == 0 { 0 } else { 1_000_000 };
+    let left = if splitmix(rng).is_multiple_of(5) {
+        0
+    } else {
+        1_000_000
+    };
     q.push_str(&format!(
         "&port={port}&uploaded=0&downloaded=0&left={left}&compact=1&numwant=50 HTTP/1.1\r\nHost: bench\r\n"
     ));

@@ -567,7 +567,7 @@ fn two_thousand_announces_replicate_to_another_node() {
     let query = |k: usize| {
         let ih = &hashes[k % TORRENTS];
         let pid = id20(&format!("bulk-peer-{k}"));
-        let left = if k % 4 == 0 { 0 } else { 5000 };
+        let left = if k.is_multiple_of(4) { 0 } else { 5000 };
         format!(
             "/announce?{}",
             announce_query(ih, &pid, 10_000 + k as u16, left, "started", 5)
@@ -621,7 +621,7 @@ fn two_thousand_announces_replicate_to_another_node() {
     // And the counts per torrent agree, torrent by torrent.
     let seeders = |i: usize| {
         (0..PER_TORRENT)
-            .filter(|j| (i + j * TORRENTS) % 4 == 0)
+            .filter(|j| (i + j * TORRENTS).is_multiple_of(4))
             .count() as i64
     };
     for chunk in hashes.chunks(50) {

@@ -358,7 +358,7 @@ impl Sim {
             }
             self.now = e.at;
             self.events += 1;
-            if self.progress && self.events % (1 << 22) == 0 {
+            if self.progress && self.events.is_multiple_of(1 << 22) {
                 eprintln!(
                     "  {:.3} s simulated, {}/{} complete, {} events, {:.1} s wall",
                     self.now as f64 / 1e6,

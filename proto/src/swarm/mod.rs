@@ -479,7 +479,7 @@ impl Swarm {
 
     /// The block index `r` names in our own block grid, if it is one.
     fn block_index(&self, r: BlockRef) -> Option<u32> {
-        if r.piece >= self.geo.piece_count() || r.offset % self.cfg.block_size != 0 {
+        if r.piece >= self.geo.piece_count() || !r.offset.is_multiple_of(self.cfg.block_size) {
             return None;
         }
         let b = r.offset / self.cfg.block_size;

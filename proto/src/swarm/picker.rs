@@ -94,7 +94,7 @@ impl Swarm {
                 Some(_) => continue,
             };
             // Most complete first: it is closest to being shareable.
-            if slot.map_or(true, |(_, r)| pt.received > r) {
+            if slot.is_none_or(|(_, r)| pt.received > r) {
                 *slot = Some((i, pt.received));
             }
         }

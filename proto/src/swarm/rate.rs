@@ -88,7 +88,7 @@ pub(crate) struct Rtt {
 
 impl Rtt {
     pub(crate) fn sample(&mut self, latency: Duration) {
-        if self.min.map_or(true, |m| latency < m) {
+        if self.min.is_none_or(|m| latency < m) {
             self.min = Some(latency);
         }
     }
