@@ -3,6 +3,8 @@
 //! order across restarts, a full disk (a small tmpfs; needs root, as CI
 //! runs), and corrupt database records.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,19 +21,6 @@ use shoal::storage::{
 use shoal_proto::{InfoHash, Metainfo};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-
-/// Deterministic pseudo-random bytes.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A torrent made by `shoal create` from files of `lens` bytes (in a
 /// nested directory, names sorted as listed), with the whole content
@@ -51,7 +40,7 @@ impl Fixture {
                 .join(format!("part{}", i / 2))
                 .join(format!("f{i}.bin"));
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, bytes(len, i as u64 + 1)).unwrap();
+            std::fs::write(&path, common::data(len, i as u64 + 1)).unwrap();
         }
         let source = Source::scan(&root).unwrap();
         let opts = CreateOptions {

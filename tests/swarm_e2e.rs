@@ -2,6 +2,8 @@
 //! each with its own endpoint, storage and mesh, moving a generated
 //! multi-MiB file created by `shoal create`.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -28,18 +30,6 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A generated file and its torrent.
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -51,7 +41,7 @@ struct Fixture {
 impl Fixture {
     fn new(len: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let content = bytes(len, 42);
+        let content = common::data(len, 42);
         let src = dir.path().join("image.bin");
         std::fs::write(&src, &content).unwrap();
         let opts = CreateOptions {

@@ -37,11 +37,8 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Writes `len` pseudo-random bytes (a fixed function of `seed`) to `path`.
-pub fn write_data(path: &Path, len: usize, seed: u64) {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).unwrap();
-    }
+/// `len` pseudo-random bytes, a fixed function of `seed`.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut data = Vec::with_capacity(len + 8);
     while data.len() < len {
@@ -52,7 +49,15 @@ pub fn write_data(path: &Path, len: usize, seed: u64) {
         data.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
     }
     data.truncate(len);
-    std::fs::write(path, data).unwrap();
+    data
+}
+
+/// Writes [`data`]`(len, seed)` to `path`, creating its directory.
+pub fn write_data(path: &Path, len: usize, seed: u64) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(path, data(len, seed)).unwrap();
 }
 
 /// A nested directory of files with awkward sizes (zero, one byte,

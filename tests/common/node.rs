@@ -82,9 +82,16 @@ impl NodeProc {
         for j in &opts.join {
             cmd.arg("--join").arg(j.to_string());
         }
+        NodeProc::spawn(cmd, &log, &dir.join("data"))
+    }
+
+    /// Runs `cmd` (a `shoal node`/`tracker` command line), logging its
+    /// stderr to `log`, and waits at most 30 s for it to print its HTTP and
+    /// gossip addresses.
+    pub fn spawn(mut cmd: Command, log: &Path, data_dir: &Path) -> NodeProc {
         cmd.env("RUST_LOG", "info,libp2p=warn")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .stderr(std::fs::File::create(log).unwrap());
         let mut child = cmd.spawn().expect("start shoal node");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -103,7 +110,7 @@ impl NodeProc {
                 Ok(l) => l,
                 Err(_) => panic!(
                     "node did not print its addresses within 30 s; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    std::fs::read_to_string(log).unwrap_or_default()
                 ),
             };
             if let Some(a) = line.strip_prefix("http listening on ") {
@@ -119,8 +126,8 @@ impl NodeProc {
             http: http.unwrap(),
             gossip_addr: multiaddr_socket(&gossip),
             gossip,
-            data_dir: dir.join("data"),
-            log,
+            data_dir: data_dir.to_path_buf(),
+            log: log.to_path_buf(),
         }
     }
 

@@ -194,47 +194,8 @@ pub(crate) fn assert_alive(n: &mut NodeProc) {
 /// Starts an arbitrary `shoal` command that runs a node and waits, at most
 /// 30 s, for its addresses; the same contract as [`NodeProc::start`], for
 /// tests that need their own config file or working directory.
-pub(crate) fn spawn_node(mut cmd: Command, dir: &Path, data_dir: &Path) -> NodeProc {
-    let log = dir.join("node.log");
-    cmd.env("RUST_LOG", "info,libp2p=warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = cmd.spawn().expect("start shoal");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut http, mut gossip) = (None, None);
-    while http.is_none() || gossip.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            panic!(
-                "node did not print its addresses; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        };
-        if let Some(a) = line.strip_prefix("http listening on ") {
-            http = Some(a.trim().parse::<SocketAddr>().unwrap());
-        }
-        if let Some(a) = line.strip_prefix("gossip listening on ") {
-            gossip = Some(a.trim().to_owned());
-        }
-    }
-    let gossip = gossip.unwrap();
-    NodeProc {
-        child,
-        http: http.unwrap(),
-        gossip_addr: multiaddr_socket(&gossip),
-        gossip,
-        data_dir: data_dir.to_path_buf(),
-        log,
-    }
+pub(crate) fn spawn_node(cmd: Command, dir: &Path, data_dir: &Path) -> NodeProc {
+    NodeProc::spawn(cmd, &dir.join("node.log"), data_dir)
 }
 
 /// Runs a command that must finish within `within`; kills it otherwise.

@@ -16,11 +16,10 @@ mod helpers;
 mod hostile;
 
 pub(crate) use std::collections::{BTreeMap, BTreeSet};
-pub(crate) use std::io::{BufRead, BufReader, Read, Write};
+pub(crate) use std::io::{Read, Write};
 pub(crate) use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 pub(crate) use std::path::Path;
 pub(crate) use std::process::{Command, Output, Stdio};
-pub(crate) use std::sync::mpsc;
 pub(crate) use std::time::{Duration, Instant};
 
 pub(crate) use common::node::*;
