@@ -36,7 +36,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use shoal_proto::tracker::client::{
-    announce_query, announce_url, parse_announce_reply, AnnounceParams, AnnounceReply,
+    announce_query, announce_url, parse_announce_reply, AnnounceParams, AnnounceReply, Tiers,
 };
 use shoal_proto::tracker::Event;
 use shoal_proto::wire::NodeId;
@@ -203,7 +203,7 @@ pub fn spawn(
 struct State {
     torrent: TorrentHandle,
     cfg: AnnounceConfig,
-    tiers: Vec<Vec<String>>,
+    tiers: Tiers,
     client: quinn::ClientConfig,
     probe_v4: Option<quinn::Endpoint>,
     probe_v6: Option<quinn::Endpoint>,
@@ -217,7 +217,7 @@ async fn run(
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let mut st = State {
-        tiers: cfg.trackers.clone(),
+        tiers: Tiers::new(cfg.trackers.clone()),
         torrent,
         cfg,
         client,
@@ -301,30 +301,28 @@ impl State {
         };
         let query = announce_query(&params);
         let mut last = AnnounceError::NoTrackers;
-        for tier in &mut self.tiers {
-            for i in 0..tier.len() {
-                let url = announce_url(&tier[i], &query);
-                match http_get(&url, self.cfg.timeout).await {
-                    Ok(body) => match parse_announce_reply(&body) {
-                        Ok(reply) => {
-                            let good = tier.remove(i);
-                            tier.insert(0, good);
-                            if let Some(w) = &reply.warning {
-                                tracing::warn!(tracker = %tier[0], warning = %w, "tracker warning");
-                            }
-                            return Ok(reply);
+        // proto's `Tiers` decides the order (BEP 12); this only talks HTTP.
+        for (tier, index, tracker) in self.tiers.attempts() {
+            let url = announce_url(&tracker, &query);
+            match http_get(&url, self.cfg.timeout).await {
+                Ok(body) => match parse_announce_reply(&body) {
+                    Ok(reply) => {
+                        self.tiers.answered(tier, index);
+                        if let Some(w) = &reply.warning {
+                            tracing::warn!(%tracker, warning = %w, "tracker warning");
                         }
-                        Err(source) => {
-                            last = AnnounceError::Reply {
-                                url: tier[i].clone(),
-                                source,
-                            }
+                        return Ok(reply);
+                    }
+                    Err(source) => {
+                        last = AnnounceError::Reply {
+                            url: tracker,
+                            source,
                         }
-                    },
-                    Err(e) => last = e,
-                }
-                tracing::debug!(error = %last, "tracker failed, trying the next");
+                    }
+                },
+                Err(e) => last = e,
             }
+            tracing::debug!(error = %last, "tracker failed, trying the next");
         }
         Err(last)
     }

@@ -294,3 +294,60 @@ mod tests {
         }
     }
 }
+
+/// A torrent's trackers in BEP 12 tiers. Announces try the tiers in order
+/// and the URLs of a tier in order; the URL that answers moves to the front
+/// of its tier, so the next announce starts with the tracker known to work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tiers(Vec<Vec<String>>);
+
+impl Tiers {
+    /// Tiers as the metainfo lists them; empty tiers are dropped.
+    pub fn new(tiers: Vec<Vec<String>>) -> Tiers {
+        Tiers(tiers.into_iter().filter(|t| !t.is_empty()).collect())
+    }
+
+    /// `(tier, index, url)` for every tracker, in the order to try them.
+    pub fn attempts(&self) -> Vec<(usize, usize, String)> {
+        self.0
+            .iter()
+            .enumerate()
+            .flat_map(|(t, tier)| tier.iter().enumerate().map(move |(i, u)| (t, i, u.clone())))
+            .collect()
+    }
+
+    /// Records that the tracker at `(tier, index)` answered: it moves to
+    /// the front of its tier. Out-of-range positions are ignored.
+    pub fn answered(&mut self, tier: usize, index: usize) {
+        if let Some(t) = self.0.get_mut(tier) {
+            if index < t.len() {
+                let good = t.remove(index);
+                t.insert(0, good);
+            }
+        }
+    }
+
+    /// The tiers in their current order.
+    pub fn as_slice(&self) -> &[Vec<String>] {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tier_tests {
+    use super::Tiers;
+
+    #[test]
+    fn tiers_in_order_and_the_answering_url_moves_up() {
+        let s = |v: &[&str]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let mut t = Tiers::new(vec![s(&["a", "b"]), vec![], s(&["c"])]);
+        let order: Vec<String> = t.attempts().into_iter().map(|(_, _, u)| u).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        t.answered(0, 1);
+        assert_eq!(t.as_slice(), &[s(&["b", "a"]), s(&["c"])]);
+        t.answered(1, 0);
+        t.answered(5, 0);
+        t.answered(0, 9);
+        assert_eq!(t.as_slice(), &[s(&["b", "a"]), s(&["c"])]);
+    }
+}
