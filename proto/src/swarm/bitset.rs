@@ -85,23 +85,34 @@ impl Bitset {
     }
 
     /// Adds `i`; returns whether it was new. `i` must be in range.
+    ///
+    /// Branchy on purpose: the branch-free form (`ones += u32::from(new)`)
+    /// was miscompiled by rustc 1.95.0 at opt-level 3 once inlined into
+    /// `Swarm::handle_have` (`ones` stayed 0 while the bit was set), which
+    /// made release and debug builds pick different pieces. The release
+    /// test `simulations/tests/sim.rs::peer_piece_counts_follow_haves`
+    /// guards it.
     pub(crate) fn insert(&mut self, i: u32) -> bool {
         let w = &mut self.words[i as usize / 64];
         let m = 1u64 << (i % 64);
-        let new = *w & m == 0;
+        if *w & m != 0 {
+            return false;
+        }
         *w |= m;
-        self.ones += u32::from(new);
-        new
+        self.ones += 1;
+        true
     }
 
     /// Removes `i`; returns whether it was present. `i` must be in range.
     pub(crate) fn remove(&mut self, i: u32) -> bool {
         let w = &mut self.words[i as usize / 64];
         let m = 1u64 << (i % 64);
-        let had = *w & m != 0;
+        if *w & m == 0 {
+            return false;
+        }
         *w &= !m;
-        self.ones -= u32::from(had);
-        had
+        self.ones -= 1;
+        true
     }
 
     /// Members in increasing order.
