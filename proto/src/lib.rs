@@ -11,11 +11,13 @@
 
 pub mod bencode;
 pub mod bitfield;
+pub mod discovery;
 pub mod gossip;
 pub mod infohash;
 pub mod magnet;
 pub mod metainfo;
 pub mod paths;
+pub mod ratelimit;
 pub mod rng;
 pub mod swarm;
 pub mod tracker;

@@ -316,6 +316,28 @@ impl Tiers {
             .collect()
     }
 
+    /// [`Tiers::attempts`], then the URLs of `fallback` that no tier names,
+    /// as one last tier: the tracker nodes learned by gossip, tried only
+    /// once every tracker of the torrent has failed (or when it names
+    /// none). Their tier index is past the end, so [`Tiers::answered`]
+    /// leaves the torrent's own order alone when one of them answers.
+    pub fn attempts_with_fallback(&self, fallback: &[String]) -> Vec<(usize, usize, String)> {
+        let mut out = self.attempts();
+        let last = self.0.len();
+        let mut seen: std::collections::BTreeSet<&str> =
+            self.0.iter().flatten().map(String::as_str).collect();
+        let extra = fallback
+            .iter()
+            .filter(|u| !u.is_empty() && seen.insert(u.as_str()));
+        out.extend(extra.enumerate().map(|(i, u)| (last, i, u.clone())));
+        out
+    }
+
+    /// Whether the torrent names no tracker.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Records that the tracker at `(tier, index)` answered: it moves to
     /// the front of its tier. Out-of-range positions are ignored.
     pub fn answered(&mut self, tier: usize, index: usize) {
@@ -349,5 +371,31 @@ mod tier_tests {
         t.answered(5, 0);
         t.answered(0, 9);
         assert_eq!(t.as_slice(), &[s(&["b", "a"]), s(&["c"])]);
+    }
+
+    #[test]
+    fn gossip_trackers_are_the_last_tier() {
+        let s = |v: &[&str]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let mut t = Tiers::new(vec![s(&["a"]), s(&["b"])]);
+        let gossip = s(&["g1", "b", "", "g2", "g1"]);
+        let order: Vec<String> = t
+            .attempts_with_fallback(&gossip)
+            .into_iter()
+            .map(|(_, _, u)| u)
+            .collect();
+        assert_eq!(order, ["a", "b", "g1", "g2"], "own tiers first, no repeats");
+        // A gossip tracker answering does not reorder the torrent's tiers.
+        let (tier, index, _) = t.attempts_with_fallback(&gossip)[3].clone();
+        t.answered(tier, index);
+        assert_eq!(t.as_slice(), &[s(&["a"]), s(&["b"])]);
+        // A torrent naming no tracker uses the gossip ones alone.
+        let none = Tiers::new(vec![]);
+        assert!(none.is_empty());
+        let order: Vec<String> = none
+            .attempts_with_fallback(&gossip)
+            .into_iter()
+            .map(|(_, _, u)| u)
+            .collect();
+        assert_eq!(order, ["g1", "b", "g2"]);
     }
 }

@@ -189,10 +189,93 @@ pub fn keep_on_duplicate(local: &NodeId, remote: &NodeId, we_dialed: bool) -> bo
     }
 }
 
+/// A connection that has been up at least this long is not part of a
+/// simultaneous-dial race: the race resolves within one handshake.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What to do with a new inbound connection from a node this one already
+/// has a connection to, or is dialling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duplicate {
+    /// Refuse the new connection with [`CloseCode::Duplicate`].
+    KeepOld,
+    /// Close the old connection and take the new one.
+    TakeNew,
+}
+
+/// Decides between an existing connection and a new inbound one from the
+/// same node. `existing_dialed` says whether we dialed the existing one;
+/// `existing_up_for` is how long it has been established (`None` while it
+/// is still connecting).
+///
+/// A node never dials a peer it holds a connection to, so a new connection
+/// over one that has been up past [`STALE_AFTER`] means the peer lost the
+/// old one (it restarted, or its path broke) and ours is stale: waiting for
+/// the idle timeout would shut a restarted peer out for minutes. Younger
+/// duplicates are a simultaneous dial, settled by [`keep_on_duplicate`].
+pub fn on_inbound_duplicate(
+    local: &NodeId,
+    remote: &NodeId,
+    existing_dialed: bool,
+    existing_up_for: Option<std::time::Duration>,
+) -> Duplicate {
+    if existing_up_for.is_some_and(|d| d >= STALE_AFTER) {
+        return Duplicate::TakeNew;
+    }
+    if existing_dialed && keep_on_duplicate(local, remote, false) {
+        Duplicate::TakeNew
+    } else {
+        Duplicate::KeepOld
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_redial_over_an_old_connection_replaces_it() {
+        let (small, big) = ([1u8; 32], [2u8; 32]);
+        let old = Some(STALE_AFTER);
+        // Whoever dialed the old one, and whichever id is smaller.
+        for dialed in [false, true] {
+            assert_eq!(
+                on_inbound_duplicate(&small, &big, dialed, old),
+                Duplicate::TakeNew
+            );
+            assert_eq!(
+                on_inbound_duplicate(&big, &small, dialed, old),
+                Duplicate::TakeNew
+            );
+        }
+    }
+
+    #[test]
+    fn a_young_duplicate_is_a_race_settled_by_the_smaller_id() {
+        let (small, big) = ([1u8; 32], [2u8; 32]);
+        let young = Some(STALE_AFTER / 10);
+        for up in [None, young] {
+            // We dialed; the remote (big) dialed too: keep the one small dialed.
+            assert_eq!(
+                on_inbound_duplicate(&small, &big, true, up),
+                Duplicate::KeepOld
+            );
+            assert_eq!(
+                on_inbound_duplicate(&big, &small, true, up),
+                Duplicate::TakeNew
+            );
+            // Two inbound from the same node at once: the first stays.
+            assert_eq!(
+                on_inbound_duplicate(&small, &big, false, up),
+                Duplicate::KeepOld
+            );
+            assert_eq!(
+                on_inbound_duplicate(&big, &small, false, up),
+                Duplicate::KeepOld
+            );
+        }
+    }
 
     fn hs(ih: u8, id: u8) -> Handshake {
         Handshake::new(InfoHash([ih; 20]), [id; 32])

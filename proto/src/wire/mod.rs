@@ -34,8 +34,8 @@ pub use block::{
 pub use error::WireError;
 pub use frame::FrameDecoder;
 pub use handshake::{
-    check_handshake, check_identity, keep_on_duplicate, Handshake, HandshakeError, NodeId,
-    FEATURES, HANDSHAKE_LEN, MAGIC,
+    check_handshake, check_identity, keep_on_duplicate, on_inbound_duplicate, Duplicate, Handshake,
+    HandshakeError, NodeId, FEATURES, HANDSHAKE_LEN, MAGIC, STALE_AFTER,
 };
 pub use limits::{
     Blocks, Geometry, GeometryError, DEFAULT_BLOCK, IDLE_TIMEOUT, KEEPALIVE_INTERVAL,
