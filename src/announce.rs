@@ -11,29 +11,27 @@
 //! the torrent completes says `completed`, and [`AnnouncerHandle::stop`]
 //! says `stopped`.
 //!
-//! A tracker's peers carry no node id, but the swarm dials a node id (the
-//! key its TLS must match). So each new address is probed once: a bare
-//! QUIC + TLS connection from a client-only endpoint that reads the peer's
-//! certificate and closes before any shoal handshake. The address is then
-//! handed to [`TorrentHandle::add_peer`] with the id it proved. Addresses
-//! whose node is connected are skipped; the others are probed again on
-//! every announce, which also retries dials that failed.
+//! When every tracker of the torrent fails, or it names none, the tracker
+//! nodes learned by gossip ([`AnnounceConfig::gossip_trackers`]) are tried
+//! as one last tier (proto's `Tiers::attempts_with_fallback`).
+//!
+//! A tracker's peers are bare addresses. They go straight to the torrent
+//! ([`TorrentHandle::discovered`]), whose peer book dials them by address:
+//! TLS then says which node answers, and the book keeps the retries.
 //!
 //! Invariants this module keeps:
-//! - Every network wait is bounded (connect, request, answer, probe), and
-//!   an answer is read up to [`MAX_ANSWER`] bytes only.
+//! - Every network wait is bounded (connect, request, answer), and an
+//!   answer is read up to [`MAX_ANSWER`] bytes only.
 //! - The interval between announces is the tracker's, clamped to
 //!   [`AnnounceConfig::min_interval`]..[`AnnounceConfig::max_interval`]
 //!   (and at most [`AnnounceConfig::leech_interval`] while incomplete).
-//! - Nothing a tracker or probed peer sends panics; failures are logged.
+//! - Nothing a tracker sends panics; failures are logged.
 //! - Dropping the [`AnnouncerHandle`] aborts the task (no `stopped`).
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use libp2p::identity::Keypair;
 use shoal_proto::tracker::client::{
     announce_query, announce_url, parse_announce_reply, AnnounceParams, AnnounceReply, Tiers,
@@ -42,20 +40,18 @@ use shoal_proto::tracker::Event;
 use shoal_proto::wire::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::swarm::{PeerDial, TorrentHandle};
-use crate::transport::{client_config, NodeCert, TransportConfig};
+use crate::http::client::{parse_response, Response, Url};
+use crate::swarm::TorrentHandle;
+use crate::transport::TransportConfig;
 
 /// Largest tracker answer read.
 pub const MAX_ANSWER: usize = 1 << 20;
 
 /// Peers taken from one answer (we ask for 50).
 const MAX_PEERS_PER_ANNOUNCE: usize = 200;
-
-/// Probes in flight at once.
-const PROBES_AT_ONCE: usize = 16;
 
 /// Why an announce failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +86,9 @@ pub enum AnnounceError {
         /// What proto made of it.
         source: shoal_proto::tracker::client::ReplyError,
     },
-    /// The torrent has no tracker.
+    /// The torrent has no tracker, and no tracker node is known by gossip.
     #[error("the torrent names no tracker")]
     NoTrackers,
-    /// Setting up the probe endpoint failed.
-    #[error("cannot set up peer probing: {0}")]
-    Probe(String),
 }
 
 /// How the announcer runs.
@@ -122,6 +115,9 @@ pub struct AnnounceConfig {
     pub retry: Duration,
     /// Bound on one HTTP exchange (connect, send, answer).
     pub timeout: Duration,
+    /// Announce URLs of tracker nodes learned by gossip: the last tier,
+    /// tried when every tracker of the torrent failed or it names none.
+    pub gossip_trackers: Option<watch::Receiver<Vec<String>>>,
 }
 
 impl AnnounceConfig {
@@ -144,6 +140,7 @@ impl AnnounceConfig {
             leech_interval: Duration::from_secs(30),
             retry: Duration::from_secs(15),
             timeout: Duration::from_secs(10),
+            gossip_trackers: None,
         }
     }
 }
@@ -178,52 +175,45 @@ impl AnnouncerHandle {
     }
 }
 
-/// Starts announcing `torrent`. `keypair` is the node's (the probes present
-/// its certificate), `transport` its transport config.
-pub fn spawn(
+/// Starts announcing `torrent`. It needs a tracker: one in
+/// `cfg.trackers`, or a gossip watch that may name some later.
+pub fn start(
     torrent: TorrentHandle,
     cfg: AnnounceConfig,
-    keypair: &Keypair,
-    transport: &TransportConfig,
 ) -> Result<AnnouncerHandle, AnnounceError> {
-    if cfg.trackers.iter().all(|t| t.is_empty()) {
+    if cfg.trackers.iter().all(|t| t.is_empty()) && cfg.gossip_trackers.is_none() {
         return Err(AnnounceError::NoTrackers);
     }
-    let cert = NodeCert::self_signed(keypair).map_err(|e| AnnounceError::Probe(e.to_string()))?;
-    let client =
-        client_config(&cert, transport).map_err(|e| AnnounceError::Probe(e.to_string()))?;
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run(torrent, cfg, client, stop_rx));
+    let task = tokio::spawn(run(torrent, cfg, stop_rx));
     Ok(AnnouncerHandle {
         stop: Some(stop_tx),
         task: AbortOnDropHandle::new(task),
     })
 }
 
-struct State {
+/// [`start`] with the arguments the announcer took when it probed peers
+/// itself; the key and transport config are no longer needed (the swarm
+/// dials tracker addresses by address) and are ignored. Kept so callers
+/// written against it compile; prefer [`start`].
+pub fn spawn(
     torrent: TorrentHandle,
     cfg: AnnounceConfig,
-    tiers: Tiers,
-    client: quinn::ClientConfig,
-    probe_v4: Option<quinn::Endpoint>,
-    probe_v6: Option<quinn::Endpoint>,
-    known: HashMap<SocketAddr, NodeId>,
+    _keypair: &Keypair,
+    _transport: &TransportConfig,
+) -> Result<AnnouncerHandle, AnnounceError> {
+    start(torrent, cfg)
 }
 
 async fn run(
     torrent: TorrentHandle,
     cfg: AnnounceConfig,
-    client: quinn::ClientConfig,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let mut st = State {
         tiers: Tiers::new(cfg.trackers.clone()),
         torrent,
         cfg,
-        client,
-        probe_v4: None,
-        probe_v6: None,
-        known: HashMap::new(),
     };
     let mut event = Event::Started;
     let mut completed_sent = st.torrent.is_complete();
@@ -240,7 +230,14 @@ async fn run(
                 if !st.torrent.is_complete() {
                     wait = wait.min(st.cfg.leech_interval.max(st.cfg.min_interval));
                 }
-                st.add_peers(&reply.peers).await;
+                let peers: Vec<SocketAddr> = reply
+                    .peers
+                    .into_iter()
+                    .take(MAX_PEERS_PER_ANNOUNCE)
+                    .collect();
+                if st.torrent.discovered(peers).await.is_err() {
+                    return;
+                }
                 wait
             }
             Err(e) => {
@@ -274,9 +271,14 @@ async fn run(
     }
 }
 
+struct State {
+    torrent: TorrentHandle,
+    cfg: AnnounceConfig,
+    tiers: Tiers,
+}
+
 impl State {
-    /// One announce, tier by tier with fail-over; the tracker that answers
-    /// moves to the front of its tier.
+    /// One announce with the torrent's current counts.
     async fn announce(&mut self, event: Event) -> Result<AnnounceReply, AnnounceError> {
         let (left, downloaded) = match self.torrent.status().await {
             Ok(s) if s.complete => (0, u64::from(s.pieces_downloaded) * self.cfg.piece_length),
@@ -299,175 +301,70 @@ impl State {
             event,
             numwant: Some(50),
         };
-        let query = announce_query(&params);
-        let mut last = AnnounceError::NoTrackers;
-        // proto's `Tiers` decides the order (BEP 12); this only talks HTTP.
-        for (tier, index, tracker) in self.tiers.attempts() {
-            let url = announce_url(&tracker, &query);
-            match http_get(&url, self.cfg.timeout).await {
-                Ok(body) => match parse_announce_reply(&body) {
-                    Ok(reply) => {
-                        self.tiers.answered(tier, index);
-                        if let Some(w) = &reply.warning {
-                            tracing::warn!(%tracker, warning = %w, "tracker warning");
-                        }
-                        return Ok(reply);
-                    }
-                    Err(source) => {
-                        last = AnnounceError::Reply {
-                            url: tracker,
-                            source,
-                        }
-                    }
-                },
-                Err(e) => last = e,
-            }
-            tracing::debug!(error = %last, "tracker failed, trying the next");
-        }
-        Err(last)
-    }
-
-    /// Probes every address whose node is not connected yet (a few at a
-    /// time) and hands the swarm each node that proved its id.
-    async fn add_peers(&mut self, peers: &[SocketAddr]) {
-        let connected: HashSet<NodeId> = match self.torrent.status().await {
-            Ok(s) => s.peers.into_iter().collect(),
-            Err(_) => return,
-        };
-        let mut todo = Vec::new();
-        for &addr in peers.iter().take(MAX_PEERS_PER_ANNOUNCE) {
-            if matches!(self.known.get(&addr), Some(id) if connected.contains(id)) {
-                continue;
-            }
-            // Re-probed each time it is not connected: a node restarted at
-            // the same address has a new id, and a stale one would never
-            // pass the dial's identity check.
-            let ep = match self.probe_endpoint(addr) {
-                Ok(ep) => ep,
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "cannot probe");
-                    continue;
-                }
-            };
-            todo.push(probe(ep, self.client.clone(), addr, self.cfg.timeout));
-        }
-        let mut results = futures::stream::iter(todo).buffer_unordered(PROBES_AT_ONCE);
-        let ours = self.cfg.node_id;
-        while let Some((addr, res)) = results.next().await {
-            let node_id = match res {
-                Ok(id) => id,
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "probe failed");
-                    self.known.remove(&addr);
-                    continue;
-                }
-            };
-            self.known.insert(addr, node_id);
-            if node_id == ours || connected.contains(&node_id) {
-                continue;
-            }
-            if self
-                .torrent
-                .add_peer(PeerDial { addr, node_id })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-
-    /// The client-only endpoint probes of `addr`'s family go from.
-    fn probe_endpoint(&mut self, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
-        let (slot, bind) = if addr.is_ipv4() {
-            (
-                &mut self.probe_v4,
-                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
-            )
-        } else {
-            (
-                &mut self.probe_v6,
-                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-            )
-        };
-        if let Some(ep) = slot {
-            return Ok(ep.clone());
-        }
-        let ep = quinn::Endpoint::client(bind)?;
-        *slot = Some(ep.clone());
-        Ok(ep)
+        let gossip = self
+            .cfg
+            .gossip_trackers
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
+            .unwrap_or_default();
+        announce_tiers(&mut self.tiers, &gossip, &params, self.cfg.timeout).await
     }
 }
 
-/// Learns the node id at `addr` from its TLS certificate, then closes the
-/// connection before any shoal handshake.
-async fn probe(
-    ep: quinn::Endpoint,
-    client: quinn::ClientConfig,
-    addr: SocketAddr,
+/// One announce of `params`, tier by tier with fail-over and `fallback`
+/// (gossip-learned trackers) as the last tier; the tracker that answers
+/// moves to the front of its tier. Also what resolving a magnet link uses
+/// to find peers.
+pub(crate) async fn announce_tiers(
+    tiers: &mut Tiers,
+    fallback: &[String],
+    params: &AnnounceParams,
     timeout: Duration,
-) -> (SocketAddr, Result<NodeId, String>) {
-    let res = async {
-        let connecting = ep
-            .connect_with(client, addr, "shoal")
-            .map_err(|e| e.to_string())?;
-        let conn = tokio::time::timeout(timeout, connecting)
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let id = crate::transport::tls::peer_node_id(&conn).map_err(|e| e.to_string());
-        conn.close(quinn::VarInt::from_u32(0), b"probe");
-        id
-    }
-    .await;
-    (addr, res)
-}
-
-/// A parsed `http://host[:port]/path?query`.
-fn split_url(url: &str) -> Option<(String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return None;
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let end = v6.find(']')?;
-        let port = match &v6[end + 1..] {
-            "" => 80,
-            p => p.strip_prefix(':')?.parse().ok()?,
-        };
-        (v6[..end].to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().ok()?),
-            None => (authority.to_string(), 80),
+) -> Result<AnnounceReply, AnnounceError> {
+    let query = announce_query(params);
+    let mut last = AnnounceError::NoTrackers;
+    // proto's `Tiers` decides the order (BEP 12); this only talks HTTP.
+    for (tier, index, tracker) in tiers.attempts_with_fallback(fallback) {
+        let url = announce_url(&tracker, &query);
+        match http_get(&url, timeout).await {
+            Ok(body) => match parse_announce_reply(&body) {
+                Ok(reply) => {
+                    tiers.answered(tier, index);
+                    if let Some(w) = &reply.warning {
+                        tracing::warn!(%tracker, warning = %w, "tracker warning");
+                    }
+                    return Ok(reply);
+                }
+                Err(source) => {
+                    last = AnnounceError::Reply {
+                        url: tracker,
+                        source,
+                    }
+                }
+            },
+            Err(e) => last = e,
         }
-    };
-    Some((host, port, path.to_string()))
+        tracing::debug!(error = %last, "tracker failed, trying the next");
+    }
+    Err(last)
 }
 
 /// GETs `url` over HTTP/1.1 and returns the body of a 200 answer.
 async fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, AnnounceError> {
-    let (host, port, path) = split_url(url).ok_or_else(|| AnnounceError::BadUrl(url.into()))?;
+    let u = Url::parse(url).ok_or_else(|| AnnounceError::BadUrl(url.into()))?;
     let short: Arc<str> = url.split('?').next().unwrap_or(url).into();
     let io = |source| AnnounceError::Io {
         url: short.to_string(),
         source,
     };
     let exchange = async {
-        let mut s = TcpStream::connect((host.as_str(), port))
+        let mut s = TcpStream::connect((u.host.as_str(), u.port))
             .await
             .map_err(io)?;
-        let host_header = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: shoal/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shoal/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+            u.path,
+            u.authority(),
             env!("CARGO_PKG_VERSION")
         );
         s.write_all(req.as_bytes()).await.map_err(io)?;
@@ -489,63 +386,9 @@ async fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>, AnnounceError
     if raw.len() > MAX_ANSWER {
         return Err(http("answer too large"));
     }
-    parse_http(&raw).map_err(http)
-}
-
-/// The body of a complete HTTP/1.1 200 answer (`Content-Length`, chunked,
-/// or to the end of the connection).
-fn parse_http(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers not UTF-8")?;
-    let body = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or("");
-    let code = status.split(' ').nth(1).ok_or("no status code")?;
-    if code != "200" {
-        return Err("status is not 200");
-    }
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        if k == "content-length" {
-            length = Some(v.parse::<usize>().map_err(|_| "bad content-length")?);
-        } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        }
-    }
-    if chunked {
-        return dechunk(body);
-    }
-    match length {
-        Some(n) => body.get(..n).map(<[u8]>::to_vec).ok_or("body cut short"),
-        None => Ok(body.to_vec()),
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let mut out = Vec::new();
-    loop {
-        let eol = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
-        let size_text = std::str::from_utf8(&body[..eol]).map_err(|_| "bad chunk")?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        body = &body[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let data = body.get(..size).ok_or("chunk cut short")?;
-        out.extend_from_slice(data);
-        body = body.get(size + 2..).ok_or("chunk cut short")?;
+    match parse_response(&raw).map_err(http)? {
+        Response { status: 200, body } => Ok(body),
+        _ => Err(http("status is not 200")),
     }
 }
 
@@ -553,41 +396,56 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, &'static str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn urls_split() {
-        assert_eq!(
-            split_url("http://127.0.0.1:7880/announce?x=1"),
-            Some(("127.0.0.1".into(), 7880, "/announce?x=1".into()))
-        );
-        assert_eq!(
-            split_url("http://t.example"),
-            Some(("t.example".into(), 80, "/".into()))
-        );
-        assert_eq!(
-            split_url("http://[::1]:81/a"),
-            Some(("::1".into(), 81, "/a".into()))
-        );
-        assert_eq!(split_url("https://t/a"), None);
-        assert_eq!(split_url("udp://t:1/a"), None);
-        assert_eq!(split_url("http://t:x/a"), None);
+    fn params() -> AnnounceParams {
+        AnnounceParams {
+            info_hash: shoal_proto::InfoHash([1; 20]),
+            peer_id: peer_id(&[2; 32]),
+            port: 7882,
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+            event: Event::None,
+            numwant: Some(50),
+        }
     }
 
-    #[test]
-    fn http_answers_parse() {
-        assert_eq!(
-            parse_http(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef"),
-            Ok(b"abc".to_vec())
-        );
-        assert_eq!(
-            parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
-            Ok(b"abcde".to_vec())
-        );
-        assert!(parse_http(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
-        assert!(parse_http(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab").is_err());
+    #[tokio::test]
+    async fn gossip_trackers_answer_when_the_torrents_own_fail() {
+        // A port nobody listens on: the torrent's only tracker is dead.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = live.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let body = b"d8:intervali60e5:peers6:\x7f\x00\x00\x01\x1e\xd2e";
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(body).await.unwrap();
+            request
+        });
+        let mut tiers = Tiers::new(vec![vec![format!("http://{dead}/announce")]]);
+        let timeout = Duration::from_secs(5);
         assert!(
-            parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab").is_err()
+            announce_tiers(&mut tiers, &[], &params(), timeout)
+                .await
+                .is_err(),
+            "no fallback: the dead tracker is all there is"
         );
-        assert!(parse_http(b"garbage").is_err());
+        let gossip = vec![format!("http://{live_addr}/announce")];
+        let reply = announce_tiers(&mut tiers, &gossip, &params(), timeout)
+            .await
+            .unwrap();
+        assert_eq!(reply.peers, vec!["127.0.0.1:7890".parse().unwrap()]);
+        let request = server.await.unwrap();
+        assert!(request.starts_with("GET /announce?info_hash="), "{request}");
+        // The torrent's own tier is unchanged: it is tried first next time.
+        assert_eq!(tiers.as_slice(), &[vec![format!("http://{dead}/announce")]]);
     }
 
     #[test]

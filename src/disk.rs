@@ -118,6 +118,28 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Asks the kernel to start reading piece `index` now
+    /// (`POSIX_FADV_WILLNEED`), so its bytes arrive as large requests while
+    /// other pieces are hashed. Needed because threads sharing one open
+    /// file also share its readahead state, which their interleaved offsets
+    /// make look random, so the kernel would fall back to small reads. A
+    /// hint only: an index past the end, an absent file or a failure does
+    /// nothing.
+    pub fn prefetch(&self, index: u32) {
+        if index >= self.info.piece_count() {
+            return;
+        }
+        for e in self.info.piece_extents(index) {
+            if let Some((file, len)) = &self.files[e.file] {
+                let n = e.len.min(len.saturating_sub(e.offset));
+                if let Some(n) = std::num::NonZeroU64::new(n) {
+                    let _ =
+                        rustix::fs::fadvise(file, e.offset, Some(n), rustix::fs::Advice::WillNeed);
+                }
+            }
+        }
+    }
+
     /// Reads piece `index`, handing each block of at most [`READ_BLOCK`]
     /// bytes to `sink` as soon as it is read. `buf` is reused scratch.
     pub fn read_piece(

@@ -13,7 +13,7 @@
 //!   panics (it becomes [`StorageError::Task`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,10 +25,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::db::{Db, TorrentRecord};
+use super::db::{Db, TorrentRecord, TorrentSettings};
 use super::error::{Result, StorageError};
 use super::files::{delete_files, pieces_of_file, TorrentFiles};
 use super::{AddTorrent, Reply, StorageConfig, StorageMessage, TorrentSummary};
+
+mod commit;
+mod mark;
+mod open;
+
+use open::parse_add;
 
 /// Operations that may wait in one torrent's queue.
 const MAX_QUEUED: usize = 1024;
@@ -75,6 +81,20 @@ enum Op {
     Have {
         reply: Reply<Bitfield>,
     },
+    /// See [`StorageMessage::MarkHad`]; run by `mark.rs`.
+    Mark {
+        target_dir: PathBuf,
+        pieces: Vec<u32>,
+        reply: Reply<()>,
+    },
+    Record {
+        reply: Reply<TorrentRecord>,
+    },
+    Update {
+        paused: bool,
+        settings: TorrentSettings,
+        reply: Reply<()>,
+    },
 }
 
 impl Op {
@@ -84,6 +104,9 @@ impl Op {
             Op::Remove { reply, .. } | Op::Write { reply, .. } => drop(reply.send(Err(e))),
             Op::Read { reply, .. } => drop(reply.send(Err(e))),
             Op::Have { reply } => drop(reply.send(Err(e))),
+            Op::Mark { reply, .. } => drop(reply.send(Err(e))),
+            Op::Record { reply } => drop(reply.send(Err(e))),
+            Op::Update { reply, .. } => drop(reply.send(Err(e))),
         }
     }
 }
@@ -171,6 +194,19 @@ enum Done {
     },
     Read {
         infohash: InfoHash,
+    },
+    /// The files of pieces being marked had are checked and synced.
+    MarkSynced {
+        infohash: InfoHash,
+        pieces: Vec<u32>,
+        result: Result<()>,
+    },
+    /// A `MarkHad` was answered (its pieces were counted off one by one).
+    Marked,
+    Updated {
+        infohash: InfoHash,
+        result: Result<()>,
+        reply: Reply<()>,
     },
     Removed {
         infohash: InfoHash,
@@ -348,6 +384,33 @@ impl Actor {
                 },
             ),
             StorageMessage::Have { infohash, reply } => (infohash, Op::Have { reply }),
+            StorageMessage::MarkHad {
+                infohash,
+                target_dir,
+                pieces,
+                reply,
+            } => (
+                infohash,
+                Op::Mark {
+                    target_dir,
+                    pieces,
+                    reply,
+                },
+            ),
+            StorageMessage::Record { infohash, reply } => (infohash, Op::Record { reply }),
+            StorageMessage::UpdateTorrent {
+                infohash,
+                paused,
+                settings,
+                reply,
+            } => (
+                infohash,
+                Op::Update {
+                    paused,
+                    settings,
+                    reply,
+                },
+            ),
         };
         self.submit(ih, op);
     }
@@ -410,6 +473,37 @@ impl Actor {
             (_, Op::Remove { delete_data, reply }) => {
                 return self.start_remove(ih, delete_data, reply);
             }
+            // The record is usable even when the files are not.
+            (_, Op::Record { reply }) => {
+                let _ = reply.send(Ok(t.record.clone()));
+                return;
+            }
+            (
+                _,
+                Op::Update {
+                    paused,
+                    settings,
+                    reply,
+                },
+            ) => {
+                t.record.paused = paused;
+                t.record.settings = settings;
+                // Counted busy so a remove behind it waits: a late write
+                // must never bring a removed record back.
+                t.busy += 1;
+                let (db, record) = (self.db.clone(), t.record.clone());
+                return self.spawn(
+                    move || {
+                        db.put_torrent(&ih, &record)?;
+                        db.flush()
+                    },
+                    move |result| Done::Updated {
+                        infohash: ih,
+                        result,
+                        reply,
+                    },
+                );
+            }
             (Files::Unavailable(why), op) => {
                 return op.fail(StorageError::Unavailable {
                     infohash: ih,
@@ -426,6 +520,11 @@ impl Actor {
             Op::Have { reply } => {
                 let _ = reply.send(Ok(t.have.clone()));
             }
+            Op::Mark {
+                target_dir,
+                pieces,
+                reply,
+            } => self.start_mark(ih, files, target_dir, pieces, reply),
             Op::Write { index, data, reply } => {
                 let count = t.info.piece_count();
                 if index >= count {
@@ -453,11 +552,10 @@ impl Actor {
                 }
                 t.writing.insert(index, vec![reply]);
                 t.busy += 1;
+                // Not synced here: the group commit syncs every file its
+                // batch touched once, before it sets any bit.
                 self.spawn(
-                    move || {
-                        files.write_piece(index, &data)?;
-                        files.sync(index)
-                    },
+                    move || files.write_piece(index, &data),
                     move |result| Done::Written {
                         infohash: ih,
                         index,
@@ -494,76 +592,8 @@ impl Actor {
                 );
             }
             // Handled above.
-            Op::Add { .. } | Op::Remove { .. } => {}
+            Op::Add { .. } | Op::Remove { .. } | Op::Record { .. } | Op::Update { .. } => {}
         }
-    }
-
-    /// Creates (add) or reopens (start-up) a torrent's files.
-    fn start_open(&mut self, ih: InfoHash, reply: Option<Reply<TorrentSummary>>) {
-        let Some(t) = self.torrents.get_mut(&ih) else {
-            return;
-        };
-        t.files = Files::Opening;
-        let (info, record, have) = (t.info.clone(), t.record.clone(), t.have.clone());
-        let (db, prealloc, adding) = (self.db.clone(), self.cfg.preallocate, reply.is_some());
-        self.spawn(
-            move || {
-                let dir = &record.target_dir;
-                if adding {
-                    // Files first: a torrent that does not fit is refused
-                    // before anything about it is recorded.
-                    let files = TorrentFiles::create((*info).clone(), dir, prealloc)?;
-                    db.add_torrent(&ih, &record)?;
-                    db.flush()?;
-                    Ok((Arc::new(files), Bitfield::new(info.piece_count())))
-                } else {
-                    let have = forget_missing(&db, &ih, &info, dir, have)?;
-                    let files = TorrentFiles::create((*info).clone(), dir, prealloc)?;
-                    Ok((Arc::new(files), have))
-                }
-            },
-            move |result| Done::Opened {
-                infohash: ih,
-                result,
-                reply,
-            },
-        );
-    }
-
-    fn start_remove(&mut self, ih: InfoHash, delete_data: bool, reply: Reply<()>) {
-        let Some(t) = self.torrents.get_mut(&ih) else {
-            let _ = reply.send(Err(StorageError::UnknownTorrent(ih)));
-            return;
-        };
-        let before = std::mem::replace(&mut t.files, Files::Removing);
-        let (db, info, dir) = (self.db.clone(), t.info.clone(), t.record.target_dir.clone());
-        self.spawn(
-            // The outer result is the record's removal, the inner one the
-            // files' deletion.
-            move || {
-                // The record goes first: a crash after this must never
-                // leave "have" bits pointing at deleted files.
-                db.remove_torrent(&ih)?;
-                db.flush()?;
-                Ok(if delete_data {
-                    delete_files(&info, &dir)
-                } else {
-                    Ok(())
-                })
-            },
-            move |result: Result<Result<()>>| {
-                let (restore, result) = match result {
-                    Ok(deleted) => (None, deleted),
-                    Err(e) => (Some(before), Err(e)),
-                };
-                Done::Removed {
-                    infohash: ih,
-                    restore,
-                    result,
-                    reply,
-                }
-            },
-        );
     }
 
     fn on_done(&mut self, done: Done) {
@@ -589,10 +619,27 @@ impl Actor {
                 }
             },
             Done::Committed { batch, result } => self.on_committed(batch, result),
+            Done::MarkSynced {
+                infohash,
+                pieces,
+                result,
+            } => self.on_mark_synced(infohash, pieces, result),
+            Done::Marked => {}
             Done::Read { infohash } => {
                 if let Some(t) = self.torrents.get_mut(&infohash) {
                     t.busy = t.busy.saturating_sub(1);
                 }
+                self.drain(infohash);
+            }
+            Done::Updated {
+                infohash,
+                result,
+                reply,
+            } => {
+                if let Some(t) = self.torrents.get_mut(&infohash) {
+                    t.busy = t.busy.saturating_sub(1);
+                }
+                let _ = reply.send(result);
                 self.drain(infohash);
             }
             Done::Removed {
@@ -623,155 +670,4 @@ impl Actor {
             }
         }
     }
-
-    fn on_opened(
-        &mut self,
-        ih: InfoHash,
-        result: Result<(Arc<TorrentFiles>, Bitfield)>,
-        reply: Option<Reply<TorrentSummary>>,
-    ) {
-        match (result, reply) {
-            (Ok((files, have)), reply) => {
-                let Some(t) = self.torrents.get_mut(&ih) else {
-                    return;
-                };
-                t.files = Files::Ready(files);
-                t.have = have;
-                if let Some(reply) = reply {
-                    info!(%ih, name = %t.info.name, "torrent added");
-                    let _ = reply.send(Ok(t.summary(ih)));
-                }
-                self.drain(ih);
-            }
-            (Err(e), Some(reply)) => {
-                warn!(%ih, error = %e, "torrent not added");
-                let queued = self
-                    .torrents
-                    .remove(&ih)
-                    .map(|t| t.queue)
-                    .unwrap_or_default();
-                let _ = reply.send(Err(e));
-                for op in queued {
-                    self.submit(ih, op);
-                }
-            }
-            (Err(e), None) => {
-                warn!(%ih, error = %e, "stored torrent unavailable");
-                if let Some(t) = self.torrents.get_mut(&ih) {
-                    t.files = Files::Unavailable(e.to_string());
-                }
-                self.drain(ih);
-            }
-        }
-    }
-
-    /// Commits every write waiting, unless a commit is already running
-    /// (its end starts the next).
-    fn start_commit(&mut self) {
-        if self.committing || self.pending.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.pending);
-        let mut haves: HashMap<InfoHash, Bitfield> = HashMap::new();
-        for (ih, index) in &batch {
-            if let Some(t) = self.torrents.get(ih) {
-                haves
-                    .entry(*ih)
-                    .or_insert_with(|| t.have.clone())
-                    .set(*index);
-            }
-        }
-        let haves: Vec<_> = haves.into_iter().collect();
-        let db = self.db.clone();
-        self.committing = true;
-        self.spawn(
-            move || {
-                for (ih, have) in &haves {
-                    db.store_have(ih, have)?;
-                }
-                db.flush()?;
-                Ok(haves)
-            },
-            move |result| Done::Committed { batch, result },
-        );
-    }
-
-    fn on_committed(
-        &mut self,
-        batch: Vec<(InfoHash, u32)>,
-        result: Result<Vec<(InfoHash, Bitfield)>>,
-    ) {
-        self.committing = false;
-        let result = match result {
-            Ok(haves) => {
-                for (ih, have) in haves {
-                    if let Some(t) = self.torrents.get_mut(&ih) {
-                        t.have = have;
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                warn!(error = %e, pieces = batch.len(), "have bits not committed");
-                Err(e)
-            }
-        };
-        for (ih, index) in &batch {
-            self.finish_write(*ih, *index, result.clone());
-        }
-        for (ih, _) in &batch {
-            self.drain(*ih);
-        }
-        self.start_commit();
-    }
-
-    /// Answers everyone waiting on a write and releases the torrent.
-    fn finish_write(&mut self, ih: InfoHash, index: u32, result: Result<()>) {
-        let Some(t) = self.torrents.get_mut(&ih) else {
-            return;
-        };
-        t.busy = t.busy.saturating_sub(1);
-        for reply in t.writing.remove(&index).unwrap_or_default() {
-            let _ = reply.send(result.clone());
-        }
-    }
-}
-
-/// Parses an add request into the torrent's infohash, info and record.
-fn parse_add(add: AddTorrent) -> Result<(InfoHash, Info, TorrentRecord)> {
-    let (ih, info) = add.source.parse()?;
-    let added_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let record = TorrentRecord {
-        source: add.source,
-        target_dir: add.target_dir,
-        added_unix_ms,
-        paused: add.paused,
-        settings: add.settings,
-    };
-    Ok((ih, info, record))
-}
-
-/// Clears, durably, the bits of pieces in files that are absent or short,
-/// before those files are created again. Blocks.
-fn forget_missing(
-    db: &Db,
-    ih: &InfoHash,
-    info: &Info,
-    dir: &Path,
-    mut have: Bitfield,
-) -> Result<Bitfield> {
-    let before = have.count();
-    for file in TorrentFiles::incomplete_files(info, dir)? {
-        for piece in pieces_of_file(info, file) {
-            have.unset(piece);
-        }
-    }
-    if have.count() != before {
-        warn!(%ih, lost = before - have.count(), "files missing; their pieces will be fetched again");
-        db.store_have(ih, &have)?;
-        db.flush()?;
-    }
-    Ok(have)
 }

@@ -78,6 +78,16 @@ pub enum StorageError {
         /// Why its files could not be opened.
         reason: String,
     },
+    /// A torrent's file is not where its record says, or not the file
+    /// storage opened (moved, replaced or cut short since), so data checked
+    /// there cannot be taken as the torrent's.
+    #[error("{}: not where the torrent's record puts its data: {reason}", path.display())]
+    NotInPlace {
+        /// The file or directory the caller named.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
     /// A piece index at or past the torrent's piece count.
     #[error("piece {index} does not exist (the torrent has {count} pieces)")]
     NoSuchPiece {

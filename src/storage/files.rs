@@ -194,13 +194,76 @@ impl TorrentFiles {
 
     /// `fdatasync`s every file piece `index` touches. Blocks.
     pub fn sync(&self, index: u32) -> Result<()> {
-        self.check_piece(index)?;
-        for e in self.info.piece_extents(index) {
-            self.files[e.file]
+        self.sync_pieces(&[index])
+    }
+
+    /// `fdatasync`s every file any of `pieces` touches, each file once:
+    /// the group commit's one sync for all the pieces written since the
+    /// last. A sync costs a disk flush whether it carries one piece or a
+    /// hundred, so per-piece syncs would cap a download at a few hundred
+    /// flushes a second. Blocks.
+    pub fn sync_pieces(&self, pieces: &[u32]) -> Result<()> {
+        let mut touched = BTreeSet::new();
+        for &index in pieces {
+            self.check_piece(index)?;
+            touched.extend(self.info.piece_extents(index).iter().map(|e| e.file));
+        }
+        for file in touched {
+            self.files[file]
                 .sync_data()
-                .map_err(|err| StorageError::io(&self.paths[e.file], err))?;
+                .map_err(|err| StorageError::io(&self.paths[file], err))?;
         }
         Ok(())
+    }
+}
+
+impl TorrentFiles {
+    /// Checks that file `file` is still the one opened here: its path
+    /// names the same inode, with its final length. Data checked through
+    /// the path is then the data this handle reads and syncs. Blocks.
+    pub fn check_in_place(&self, file: usize) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let (Some(path), Some(handle), Some(entry)) = (
+            self.paths.get(file),
+            self.files.get(file),
+            self.info.files.get(file),
+        ) else {
+            return Err(StorageError::Task(format!("no file {file} in the torrent")));
+        };
+        let not_in_place = |reason: String| StorageError::NotInPlace {
+            path: path.clone(),
+            reason,
+        };
+        let open = handle.metadata().map_err(|e| StorageError::io(path, e))?;
+        let named = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(not_in_place("the file is gone".into()))
+            }
+            Err(e) => return Err(StorageError::io(path, e)),
+        };
+        if (named.dev(), named.ino()) != (open.dev(), open.ino()) {
+            return Err(not_in_place(
+                "the path now names another file than the one storage opened".into(),
+            ));
+        }
+        if named.len() != entry.length {
+            return Err(not_in_place(format!(
+                "{} bytes instead of {}",
+                named.len(),
+                entry.length
+            )));
+        }
+        Ok(())
+    }
+
+    /// `fdatasync`s file `file` whole: whatever reached it by any route
+    /// (another process, an earlier run) is durable afterwards. Blocks.
+    pub fn sync_file(&self, file: usize) -> Result<()> {
+        let (Some(path), Some(handle)) = (self.paths.get(file), self.files.get(file)) else {
+            return Err(StorageError::Task(format!("no file {file} in the torrent")));
+        };
+        handle.sync_data().map_err(|e| StorageError::io(path, e))
     }
 }
 
@@ -252,14 +315,19 @@ pub fn pieces_of_file(info: &Info, file: usize) -> Range<u32> {
 
 /// Gives `file` exactly `len` bytes.
 fn set_length(file: &File, path: &Path, len: u64, prealloc: Preallocate) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let io_err = |e| StorageError::io(path, e);
-    let current = file.metadata().map_err(io_err)?.len();
+    let meta = file.metadata().map_err(io_err)?;
+    let current = meta.len();
     if current > len {
         // Not this torrent's bytes past the end; BitTorrent clients cut
         // such files too.
         file.set_len(len).map_err(io_err)?;
     }
-    if prealloc == Preallocate::Full && len > 0 && try_fallocate(file, path, len)? {
+    // A file already whole and allocated (a seed's own data) is left as it
+    // is: `fallocate` would change nothing but its mtime.
+    let allocated = current == len && meta.blocks().saturating_mul(512) >= len;
+    if prealloc == Preallocate::Full && len > 0 && !allocated && try_fallocate(file, path, len)? {
         return Ok(());
     }
     if current < len {
@@ -389,6 +457,11 @@ mod tests {
         assert!(tf.read_block(0, u32::MAX, u32::MAX).is_err());
         assert!(tf.read_block(u32::MAX, 0, 1).is_err());
         assert!(tf.sync(u32::MAX).is_err());
+        tf.sync_pieces(&[0, 1, 4]).unwrap();
+        assert!(matches!(
+            tf.sync_pieces(&[0, 5]),
+            Err(StorageError::NoSuchPiece { index: 5, count: 5 })
+        ));
     }
 
     #[test]

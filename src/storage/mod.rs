@@ -15,7 +15,9 @@
 //! 1. writes the piece in place with positioned writes (files were
 //!    preallocated to their final length when the torrent was added, and
 //!    their sizes and directory entries synced then);
-//! 2. `fdatasync`s every file the piece touches;
+//! 2. in the group commit that takes the piece, `fdatasync`s every file
+//!    the commit's pieces touch, once per file (a sync per piece capped
+//!    downloads on real disks);
 //! 3. only then sets the piece's bit in a copy of the bitfield, stores it in
 //!    the `have` tree and flushes sled (an `fsync` of its log);
 //! 4. only then installs the new bitfield in memory and answers `Ok`.
@@ -26,6 +28,13 @@
 //! step 3 is shared. A failed write or flush answers with the error and
 //! leaves the piece unmarked; `ENOSPC` comes back as
 //! [`StorageError::DiskFull`] naming the file.
+//!
+//! `MarkHad` (a seed importing data already on disk) skips step 1: the
+//! caller has checked the bytes in place. Storage first makes sure the
+//! files are the ones its record names and it opened, `fdatasync`s each
+//! file the pieces touch (the bytes may still sit in the page cache of
+//! whoever copied them there), then commits the bits through the same
+//! group commit as writes.
 //!
 //! At start-up a torrent whose files are absent or shorter than their final
 //! length has the bits of the pieces in those files cleared, and that is
@@ -185,6 +194,42 @@ pub enum StorageMessage {
         /// Summaries, in infohash order.
         reply: Reply<Vec<TorrentSummary>>,
     },
+    /// The stored record of a torrent (its bytes, directory and settings).
+    Record {
+        /// The torrent.
+        infohash: InfoHash,
+        /// The record as it is now.
+        reply: Reply<TorrentRecord>,
+    },
+    /// Change a torrent's paused flag and settings, durably.
+    UpdateTorrent {
+        /// The torrent.
+        infohash: InfoHash,
+        /// The new paused flag.
+        paused: bool,
+        /// The new settings.
+        settings: TorrentSettings,
+        /// `Ok` once the changed record is flushed.
+        reply: Reply<()>,
+    },
+    /// Mark pieces as had whose bytes are already in the torrent's files,
+    /// checked by the caller, without writing them: a seed importing data
+    /// on disk. Storage checks that `target_dir` is the record's and that
+    /// each file is the one it opened with its final length
+    /// ([`StorageError::NotInPlace`] otherwise), `fdatasync`s every file the
+    /// pieces touch, and only then commits their bits like written pieces.
+    /// Pieces already had are skipped; a piece being written joins that
+    /// write.
+    MarkHad {
+        /// The torrent.
+        infohash: InfoHash,
+        /// The download directory the pieces were checked in.
+        target_dir: PathBuf,
+        /// The pieces, each verified against its hash on disk.
+        pieces: Vec<u32>,
+        /// `Ok` once every piece's data and bit are durable.
+        reply: Reply<()>,
+    },
 }
 
 /// Starts the storage actor.
@@ -312,5 +357,44 @@ impl StorageHandle {
     pub async fn list_torrents(&self) -> Result<Vec<TorrentSummary>> {
         self.ask(|reply| StorageMessage::ListTorrents { reply })
             .await
+    }
+
+    /// The stored record of a torrent.
+    pub async fn record(&self, infohash: InfoHash) -> Result<TorrentRecord> {
+        self.ask(|reply| StorageMessage::Record { infohash, reply })
+            .await
+    }
+
+    /// Changes a torrent's paused flag and settings; `Ok` once durable.
+    pub async fn update_torrent(
+        &self,
+        infohash: InfoHash,
+        paused: bool,
+        settings: TorrentSettings,
+    ) -> Result<()> {
+        self.ask(|reply| StorageMessage::UpdateTorrent {
+            infohash,
+            paused,
+            settings,
+            reply,
+        })
+        .await
+    }
+
+    /// Marks pieces checked on disk as had without writing them; see
+    /// [`StorageMessage::MarkHad`].
+    pub async fn mark_had(
+        &self,
+        infohash: InfoHash,
+        target_dir: PathBuf,
+        pieces: Vec<u32>,
+    ) -> Result<()> {
+        self.ask(|reply| StorageMessage::MarkHad {
+            infohash,
+            target_dir,
+            pieces,
+            reply,
+        })
+        .await
     }
 }

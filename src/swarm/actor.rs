@@ -17,17 +17,24 @@
 //! - Events of a connection that is no longer the peer's current one are
 //!   ignored; events that beat their connect result to the loop are held
 //!   and replayed once the handle is in, so no opening message is lost.
-//! - A peer is registered with proto before its connection exists, so the
+//! - A peer is registered with proto before its shoal handshake, so the
 //!   handshake's opening message is the one proto chose; a failed connect
-//!   unregisters it. At most one connection per peer: a simultaneous dial
-//!   keeps the one the smaller node id dialed, on both sides.
+//!   unregisters it. A dial by bare address registers once TLS has said
+//!   which node answers (`conns.rs`). At most one connection per peer: a
+//!   simultaneous dial keeps the one the smaller node id dialed, on both
+//!   sides.
+//! - Which peers to dial, when to retry and what PEX sends are decided by
+//!   proto's [`PeerBook`] and PEX rules; the actor reports every dial,
+//!   connect and disconnect to the book.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use shoal_proto::discovery::{PeerBook, PexConfig, PexGate, PexSchedule};
 use shoal_proto::metainfo::Info;
+use shoal_proto::rng::Rng;
 use shoal_proto::swarm::{Action, BlockOutcome, BlockRef, PeerKey, Swarm, SwarmError, Time};
 use shoal_proto::verify::check_piece;
 use shoal_proto::wire::{self, CloseCode, NodeId};
@@ -38,19 +45,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::mesh::Discovery;
 use super::{
-    close_code, from_wire_block, peer_key, to_wire, to_wire_block, PeerDial, TorrentMessage,
-    TorrentStatus,
+    close_code, from_wire_block, peer_key, to_wire, to_wire_block, TorrentMessage, TorrentStatus,
 };
 use crate::storage::StorageHandle;
 use crate::transport::{
-    ConnId, ConnectError, ConnectionHandle, Endpoint, Inbound, Session, TransportEvent,
+    ConnId, ConnectError, ConnectionHandle, Endpoint, Outbound, TransportEvent,
 };
+
+mod conns;
 
 /// Messages queued per peer before the peer counts as not keeping up.
 const PEER_OUTBOX: usize = 1024;
 /// Blocks read and queued for sending at once, over all peers.
 const SERVE_CONCURRENCY: usize = 64;
+/// How often the peer book is tidied, PEX sent and due dials started.
+const DISCOVERY_TICK: Duration = Duration::from_millis(500);
 /// Capacity of the shared transport event channel.
 const EVENTS: usize = 1024;
 /// Events kept for a connection whose connect result is not in yet. The
@@ -61,7 +72,12 @@ const EARLY_EVENTS: usize = 4096;
 pub(crate) struct ActorParts {
     pub infohash: InfoHash,
     pub info: Arc<Info>,
+    /// The info dictionary's exact bytes, for metadata requests.
+    pub info_bytes: Arc<Vec<u8>>,
     pub swarm: Swarm,
+    pub discovery: Discovery,
+    /// Seed of the actor's own random choices (which peer to dial).
+    pub seed: u64,
     pub endpoint: Endpoint,
     pub storage: StorageHandle,
     pub inbox: mpsc::Receiver<TorrentMessage>,
@@ -89,6 +105,14 @@ struct Peer {
     conn: Option<Arc<ConnectionHandle>>,
     /// Events that raced ahead of the finished connect, replayed then.
     early: Vec<TransportEvent>,
+    /// Where the connection comes from, once up.
+    remote: Option<std::net::SocketAddr>,
+    /// When the connection came up.
+    up_since: Option<Time>,
+    /// When our next `Peers` goes out, once up.
+    pex: Option<PexSchedule>,
+    /// Which of its `Peers` we admit.
+    gate: Option<PexGate>,
     _writer: Option<AbortOnDropHandle<()>>,
 }
 
@@ -104,11 +128,16 @@ enum Served {
 }
 
 type ConnectResult = (PeerKey, u64, Result<ConnectionHandle, ConnectError>);
+type TlsResult = (shoal_proto::discovery::Dial, Result<Outbound, ConnectError>);
 
 pub(crate) struct Actor {
     ih: InfoHash,
     info: Arc<Info>,
+    info_bytes: Arc<Vec<u8>>,
     swarm: Swarm,
+    book: PeerBook,
+    pex_cfg: PexConfig,
+    rng: Rng,
     endpoint: Endpoint,
     storage: StorageHandle,
     inbox: mpsc::Receiver<TorrentMessage>,
@@ -123,6 +152,8 @@ pub(crate) struct Actor {
     banned: Vec<NodeId>,
     /// Block bytes of pieces being downloaded.
     buffers: HashMap<u32, Vec<u8>>,
+    /// Dials until TLS has named the peer.
+    tls: JoinSet<TlsResult>,
     connecting: JoinSet<ConnectResult>,
     serving: JoinSet<(PeerKey, BlockRef, Served)>,
     serve_handles: HashMap<(PeerKey, BlockRef), AbortHandle>,
@@ -140,10 +171,16 @@ impl Actor {
         let (events_tx, events) = mpsc::channel(EVENTS);
         let complete = p.swarm.is_complete();
         p.complete.send_replace(complete);
+        let local = p.endpoint.node_id();
         Actor {
             ih: p.infohash,
             info: p.info,
+            info_bytes: p.info_bytes,
             swarm: p.swarm,
+            book: PeerBook::new(p.discovery.book, local),
+            pex_cfg: p.discovery.pex,
+            // Another stream than proto's swarm draws from the same seed.
+            rng: Rng::new(p.seed ^ 0x5045_4552_424f_4f4b),
             endpoint: p.endpoint,
             storage: p.storage,
             inbox: p.inbox,
@@ -156,6 +193,7 @@ impl Actor {
             nodes: BTreeMap::new(),
             banned: Vec::new(),
             buffers: HashMap::new(),
+            tls: JoinSet::new(),
             connecting: JoinSet::new(),
             serving: JoinSet::new(),
             serve_handles: HashMap::new(),
@@ -178,6 +216,8 @@ impl Actor {
     }
 
     pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(DISCOVERY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.swarm.poll_timeout().map(|t| self.instant(t));
             let timer = async {
@@ -202,6 +242,8 @@ impl Actor {
                     let now = self.now();
                     self.swarm.handle_timeout(now);
                 }
+                _ = tick.tick() => self.on_tick(),
+                Some(Ok((dial, res))) = self.tls.join_next() => self.on_tls(dial, res),
                 Some(Ok((key, attempt, res))) = self.connecting.join_next() => self.on_connected(key, attempt, res),
                 Some(Ok((peer, block, served))) = self.serving.join_next() => {
                     self.on_served(peer, block, served);
@@ -227,7 +269,12 @@ impl Actor {
             TorrentMessage::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            TorrentMessage::AddPeer(dial) => self.dial(dial),
+            TorrentMessage::AddPeers(dials) => self.add_peers(dials),
+            TorrentMessage::Discovered(addrs) => {
+                let now = self.now();
+                self.book.add_addrs(now, &addrs);
+                self.dial_due();
+            }
             TorrentMessage::Inbound(inbound) => self.inbound(*inbound),
             TorrentMessage::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -244,6 +291,7 @@ impl Actor {
             pieces_downloaded: self.pieces_downloaded,
             pieces_failed: self.pieces_failed,
             peers: self.peers.values().map(|p| p.node).collect(),
+            known_peers: self.book.len(),
             banned: self.banned.clone(),
             scores: self
                 .nodes
@@ -251,162 +299,6 @@ impl Actor {
                 .filter_map(|(k, n)| self.swarm.peer_score(*k).map(|s| (*n, s)))
                 .collect(),
             stats: self.swarm.stats(),
-        }
-    }
-
-    fn session(&self, opening: wire::Message) -> Session {
-        Session {
-            opening,
-            geometry: wire::Geometry::from_info(&self.info).ok(),
-            events: self.events_tx.clone(),
-        }
-    }
-
-    /// Registers `node` with proto and returns its opening message.
-    fn register(&mut self, node: NodeId, dialed: bool) -> Result<wire::Message, SwarmError> {
-        let key = peer_key(&node);
-        if key == peer_key(&self.endpoint.node_id()) {
-            return Err(SwarmError::DuplicatePeer(key));
-        }
-        if self.peers.contains_key(&key) {
-            return Err(SwarmError::DuplicatePeer(key));
-        }
-        let now = self.now();
-        self.swarm.handle_peer_connected(now, key, dialed)?;
-        let (outbox, rx) = mpsc::channel(PEER_OUTBOX);
-        self.nodes.insert(key, node);
-        self.next_attempt += 1;
-        self.peers.insert(
-            key,
-            Peer {
-                node,
-                attempt: self.next_attempt,
-                dialed,
-                connect: None,
-                opening: None,
-                outbox,
-                outbox_rx: Some(rx),
-                conn: None,
-                early: Vec::new(),
-                _writer: None,
-            },
-        );
-        self.drain();
-        let opening = self
-            .peers
-            .get_mut(&key)
-            .and_then(|p| p.opening.take())
-            .unwrap_or(wire::Message::HaveNone);
-        Ok(opening)
-    }
-
-    fn dial(&mut self, dial: PeerDial) {
-        let opening = match self.register(dial.node_id, true) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::debug!(addr = %dial.addr, error = %e, "not dialing");
-                return;
-            }
-        };
-        let session = self.session(opening);
-        let endpoint = self.endpoint.clone();
-        let ih = self.ih;
-        let key = peer_key(&dial.node_id);
-        let attempt = self.next_attempt;
-        let task = self.connecting.spawn(async move {
-            let res = endpoint
-                .dial(dial.addr, Some(dial.node_id), ih, session)
-                .await;
-            (key, attempt, res)
-        });
-        if let Some(p) = self.peers.get_mut(&key) {
-            p.connect = Some(task);
-        }
-    }
-
-    /// An inbound connection from a peer we are already dialing or
-    /// connected to: both nodes keep the connection the smaller id dialed
-    /// (`keep_on_duplicate`), so they agree without talking. Returns
-    /// whether the inbound one may go ahead.
-    fn resolve_duplicate(&mut self, node: &NodeId) -> bool {
-        let key = peer_key(node);
-        let Some(p) = self.peers.get(&key) else {
-            return true;
-        };
-        let local = self.endpoint.node_id();
-        if !p.dialed || !wire::keep_on_duplicate(&local, node, false) {
-            return false;
-        }
-        if let Some(t) = &p.connect {
-            t.abort();
-        }
-        self.close(key, CloseCode::Duplicate);
-        let now = self.now();
-        self.swarm.handle_peer_disconnected(now, key);
-        true
-    }
-
-    fn inbound(&mut self, inbound: Inbound) {
-        if !self.resolve_duplicate(&inbound.peer()) {
-            return inbound.refuse(CloseCode::Duplicate);
-        }
-        let opening = match self.register(inbound.peer(), false) {
-            Ok(o) => o,
-            Err(SwarmError::Banned(_)) => return inbound.refuse(CloseCode::Banned),
-            Err(_) => return inbound.refuse(CloseCode::Duplicate),
-        };
-        let session = self.session(opening);
-        let ih = self.ih;
-        let key = peer_key(&inbound.peer());
-        let attempt = self.next_attempt;
-        let task = self
-            .connecting
-            .spawn(async move { (key, attempt, inbound.accept(ih, session).await) });
-        if let Some(p) = self.peers.get_mut(&key) {
-            p.connect = Some(task);
-        }
-    }
-
-    fn on_connected(
-        &mut self,
-        key: PeerKey,
-        attempt: u64,
-        res: Result<ConnectionHandle, ConnectError>,
-    ) {
-        let Some(peer) = self.peers.get_mut(&key).filter(|p| p.attempt == attempt) else {
-            // proto dropped it meanwhile, or a newer attempt replaced it;
-            // the handle closes on drop.
-            return;
-        };
-        peer.connect = None;
-        match res {
-            Ok(conn) if peer.conn.is_none() => {
-                let conn = Arc::new(conn);
-                if let Some(mut rx) = peer.outbox_rx.take() {
-                    let c = conn.clone();
-                    peer._writer = Some(AbortOnDropHandle::new(tokio::spawn(async move {
-                        while let Some(m) = rx.recv().await {
-                            if c.send(m).await.is_err() {
-                                break;
-                            }
-                        }
-                    })));
-                }
-                let id = conn.id();
-                peer.conn = Some(conn);
-                for ev in std::mem::take(&mut peer.early) {
-                    if event_conn(&ev) == id {
-                        self.on_event(ev);
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(peer = %key, error = %e, "connect failed");
-                self.peers.remove(&key);
-                let now = self.now();
-                self.swarm.handle_peer_disconnected(now, key);
-            }
         }
     }
 
@@ -470,13 +362,29 @@ impl Actor {
                     return;
                 }
                 tracing::debug!(peer = %key, ?reason, "connection closed");
-                self.forget(key);
+                self.drop_peer(key, None, shoal_proto::discovery::Ending::Dropped);
                 self.swarm.handle_peer_disconnected(now, key);
+                self.dial_due();
             }
         }
     }
 
     fn on_message(&mut self, now: Time, key: PeerKey, m: wire::Message) -> Result<(), SwarmError> {
+        let m = match m {
+            wire::Message::Peers(list) => {
+                self.on_peers(now, key, list);
+                return Ok(());
+            }
+            wire::Message::MetadataRequest { piece } => {
+                // Metadata is not piece data: answered even while choked.
+                let answer = wire::metadata_response(&self.info_bytes, piece);
+                if let Some(p) = self.peers.get(&key) {
+                    let _ = p.outbox.try_send(answer);
+                }
+                return Ok(());
+            }
+            m => m,
+        };
         let s = &mut self.swarm;
         match m {
             wire::Message::KeepAlive => Ok(()),
@@ -491,7 +399,7 @@ impl Actor {
             wire::Message::Request(b) => s.handle_request(now, key, from_wire_block(b)),
             wire::Message::Cancel(b) => s.handle_cancel(now, key, from_wire_block(b)),
             wire::Message::Reject(b) => s.handle_reject(now, key, from_wire_block(b)),
-            // Metadata exchange and PEX come later.
+            // We have the metadata: unsolicited answers are ignored.
             wire::Message::MetadataRequest { .. }
             | wire::Message::MetadataData { .. }
             | wire::Message::MetadataReject { .. }
@@ -499,42 +407,23 @@ impl Actor {
         }
     }
 
-    /// Copies an accepted block into its piece's buffer.
+    /// Copies an accepted block into its piece's buffer. Blocks mostly
+    /// come in order, so the buffer is reserved but not zeroed, and a block
+    /// that continues it is appended; only a gap (a block overtaken by a
+    /// later one) is filled with zeros until its block arrives. Zeroing
+    /// every piece first cost a memset of each byte received.
     fn buffer(&mut self, block: BlockRef, data: &[u8]) {
         let size = self.swarm.geometry().piece_size(block.piece) as usize;
+        let start = block.offset as usize;
+        let end = start + data.len();
+        if end > size {
+            return; // proto checked it against the geometry; never here.
+        }
         let buf = self
             .buffers
             .entry(block.piece)
-            .or_insert_with(|| vec![0; size]);
-        let start = block.offset as usize;
-        if let Some(dst) = buf.get_mut(start..start + data.len()) {
-            dst.copy_from_slice(data);
-        }
-    }
-
-    /// Drops the peer's connection state and aborts its serves.
-    fn forget(&mut self, key: PeerKey) -> Option<Peer> {
-        self.abort_serves(key);
-        self.peers.remove(&key)
-    }
-
-    fn abort_serves(&mut self, key: PeerKey) {
-        self.serve_handles.retain(|(p, _), h| {
-            if *p == key {
-                h.abort();
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    fn close(&mut self, key: PeerKey, code: CloseCode) {
-        if let Some(p) = self.forget(key) {
-            if let Some(c) = &p.conn {
-                c.close(code);
-            }
-        }
+            .or_insert_with(|| Vec::with_capacity(size));
+        place_block(buf, start, data);
     }
 
     /// Carries out everything proto asked for.
@@ -549,12 +438,20 @@ impl Actor {
                     }
                 }
                 Action::VerifyPiece { piece } => self.verify(piece),
-                Action::Disconnect { peer, reason } => self.close(peer, close_code(reason)),
+                Action::Disconnect { peer, reason } => {
+                    self.drop_peer(peer, Some(close_code(reason)), ending(reason));
+                }
                 Action::Ban { peer } => {
-                    if let Some(n) = self.nodes.get(&peer) {
-                        self.banned.push(*n);
+                    if let Some(n) = self.nodes.get(&peer).copied() {
+                        self.banned.push(n);
+                        let now = self.now();
+                        self.book.ban(now, n);
                     }
-                    self.close(peer, CloseCode::Banned);
+                    self.drop_peer(
+                        peer,
+                        Some(CloseCode::Banned),
+                        shoal_proto::discovery::Ending::Banned,
+                    );
                 }
                 Action::Completed => {
                     self.complete.send_replace(true);
@@ -575,7 +472,11 @@ impl Actor {
         }
         if p.outbox.try_send(m).is_err() {
             tracing::debug!(peer = %key, "peer outbox full; dropping it");
-            self.close(key, CloseCode::Done);
+            self.drop_peer(
+                key,
+                Some(CloseCode::Done),
+                shoal_proto::discovery::Ending::Dropped,
+            );
             let now = self.now();
             self.swarm.handle_peer_disconnected(now, key);
             return;
@@ -642,7 +543,13 @@ impl Actor {
     }
 
     fn verify(&mut self, piece: u32) {
-        let data = self.buffers.remove(&piece);
+        let size = self.swarm.geometry().piece_size(piece) as usize;
+        // Every block is in (proto asks only then), so the buffer is whole;
+        // were it short, the zeros would fail the hash, never pass it.
+        let data = self.buffers.remove(&piece).map(|mut d| {
+            d.resize(size, 0);
+            d
+        });
         let info = self.info.clone();
         let pool = self.verify_pool.clone();
         self.verifying.spawn(async move {
@@ -697,6 +604,35 @@ impl Actor {
     }
 }
 
+/// Puts `data` at `start` of a piece buffer that holds the bytes up to
+/// its length: appended when it continues them, written over the zeros of
+/// a gap otherwise.
+fn place_block(buf: &mut Vec<u8>, start: usize, data: &[u8]) {
+    let end = start + data.len();
+    if buf.len() < start {
+        buf.resize(start, 0);
+    }
+    if buf.len() == start {
+        buf.extend_from_slice(data);
+        return;
+    }
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[start..end].copy_from_slice(data);
+}
+
+/// What a disconnect proto asked for means for redialing.
+fn ending(reason: shoal_proto::swarm::DisconnectReason) -> shoal_proto::discovery::Ending {
+    use shoal_proto::discovery::Ending;
+    use shoal_proto::swarm::DisconnectReason as R;
+    match reason {
+        R::Banned => Ending::Banned,
+        R::NotUseful => Ending::NotUseful,
+        R::Protocol(_) | R::BadData | R::Stalled | R::Rejecting => Ending::Dropped,
+    }
+}
+
 fn event_peer(ev: &TransportEvent) -> &NodeId {
     match ev {
         TransportEvent::Message { peer, .. }
@@ -710,5 +646,30 @@ fn event_conn(ev: &TransportEvent) -> ConnId {
         TransportEvent::Message { conn, .. }
         | TransportEvent::Block { conn, .. }
         | TransportEvent::Closed { conn, .. } => *conn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::place_block;
+
+    #[test]
+    fn blocks_in_any_order_make_the_piece() {
+        let piece: Vec<u8> = (0..40u8).collect();
+        let blocks = [(0, 10), (10, 20), (20, 30), (30, 40)];
+        for order in [[0, 1, 2, 3], [3, 1, 0, 2], [2, 0, 3, 1], [1, 1, 3, 0]] {
+            let mut buf = Vec::with_capacity(40);
+            for &i in &order {
+                let (a, b) = blocks[i];
+                place_block(&mut buf, a, &piece[a..b]);
+            }
+            if order.contains(&2) {
+                assert_eq!(buf, piece, "order {order:?}");
+            } else {
+                // Block 2 never came: its bytes stay zero, so the hash
+                // check fails instead of passing stale data.
+                assert_eq!(&buf[20..30], &[0; 10]);
+            }
+        }
     }
 }

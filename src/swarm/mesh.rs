@@ -7,17 +7,24 @@
 //!   with `UnknownTorrent`; one whose actor cannot take it now with `Busy`.
 //! - A torrent's swarm starts from storage's durable have-bitfield. A seed
 //!   whose bitfield is not full first imports the data already on disk:
-//!   each missing piece is read, checked against its hash and only then
-//!   written through storage (which marks it had).
+//!   the pieces storage lacks are checked in place on every core, and the
+//!   good ones are marked had through storage (which syncs their files
+//!   first) without being read into memory or written again. Bad and
+//!   missing pieces stay not had; the swarm fetches them like a leecher.
+//! - Import runs before the torrent's swarm actor exists, so nothing else
+//!   writes its pieces meanwhile; a torrent already running on this mesh
+//!   is not imported again.
 //! - Dropping the [`Mesh`] stops the accept loop; torrents stop when their
 //!   last [`TorrentHandle`] drops.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use shoal_proto::discovery::{BookConfig, PexConfig};
 use shoal_proto::swarm::{Geometry, Swarm, SwarmConfig, SwarmError};
-use shoal_proto::verify::check_piece;
 use shoal_proto::wire::CloseCode;
 use shoal_proto::{InfoHash, Metainfo};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -26,12 +33,16 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::actor::{Actor, ActorParts};
 use super::{PeerDial, TorrentHandle, TorrentMessage};
-use crate::disk::{Layout, PieceRead, Reader};
+use crate::check::{check_pieces, PieceState, Progress};
+use crate::disk::{default_threads, Layout};
 use crate::storage::{AddTorrent, StorageError, StorageHandle, TorrentSettings, TorrentSource};
 use crate::transport::{Endpoint, Incoming};
 
 /// Capacity of a torrent actor's inbox.
 const INBOX: usize = 64;
+
+/// How often a seed's import logs how far it got.
+const IMPORT_PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 type Routes = Arc<Mutex<HashMap<InfoHash, mpsc::Sender<TorrentMessage>>>>;
 
@@ -70,12 +81,22 @@ pub struct StartTorrent {
     pub target_dir: PathBuf,
     /// Seed or leecher.
     pub role: Role,
-    /// Peers to dial at once (tracker and PEX come later).
+    /// Peers to dial at once; the announcer and PEX add more.
     pub peers: Vec<PeerDial>,
     /// proto's tunables.
     pub config: SwarmConfig,
     /// Seed of proto's random choices.
     pub seed: u64,
+}
+
+/// How every torrent of a mesh finds and keeps its peers: proto's peer
+/// book and PEX tunables.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    /// Peer budget, retry backoff, forgetting.
+    pub book: BookConfig,
+    /// When `Peers` messages go out and are admitted.
+    pub pex: PexConfig,
 }
 
 /// One node's mesh: its endpoint, its storage and its running torrents.
@@ -85,6 +106,7 @@ pub struct Mesh {
     storage: StorageHandle,
     routes: Routes,
     verify_pool: Arc<Semaphore>,
+    discovery: Discovery,
     _accept: Arc<AbortOnDropHandle<()>>,
 }
 
@@ -99,8 +121,16 @@ impl Mesh {
             storage,
             routes,
             verify_pool: Arc::new(Semaphore::new(cores)),
+            discovery: Discovery::default(),
             _accept: Arc::new(AbortOnDropHandle::new(accept)),
         }
+    }
+
+    /// The mesh with other discovery tunables for the torrents it starts
+    /// from now on.
+    pub fn with_discovery(mut self, discovery: Discovery) -> Mesh {
+        self.discovery = discovery;
+        self
     }
 
     /// The node's endpoint.
@@ -123,11 +153,18 @@ impl Mesh {
             Ok(_) | Err(StorageError::AlreadyAdded(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        let info_bytes = Arc::new(meta.info_bytes);
         let info = Arc::new(meta.info);
         let mut have = self.storage.have(ih).await?;
         if start.role == Role::Seed && !have.is_full() {
+            let running = self.routes.lock().is_ok_and(|r| r.contains_key(&ih));
+            if running {
+                return Err(MeshError::Import(format!(
+                    "torrent {ih} is already running on this node"
+                )));
+            }
             let missing: Vec<u32> = have.iter_zeros().collect();
-            import(&self.storage, ih, &info, &start.target_dir, &missing).await?;
+            import(&self.storage, ih, &info, &start.target_dir, missing).await?;
             have = self.storage.have(ih).await?;
         }
         let geo = Geometry::new(info.total_length(), info.piece_length)
@@ -139,7 +176,10 @@ impl Mesh {
         let actor = Actor::new(ActorParts {
             infohash: ih,
             info,
+            info_bytes,
             swarm,
+            discovery: self.discovery.clone(),
+            seed: start.seed,
             endpoint: self.endpoint.clone(),
             storage: self.storage.clone(),
             inbox,
@@ -158,9 +198,9 @@ impl Mesh {
         if let Ok(mut routes) = self.routes.lock() {
             routes.insert(ih, handle.sender());
         }
-        for peer in start.peers {
+        if !start.peers.is_empty() {
             // The actor just started; a closed inbox means it already died.
-            let _ = handle.add_peer(peer).await;
+            let _ = handle.add_peers(start.peers).await;
         }
         Ok(handle)
     }
@@ -174,39 +214,95 @@ impl Mesh {
     }
 }
 
-/// Reads each of `pieces` from `target_dir`, checks it and writes the good
-/// ones through storage, one piece in memory at a time.
+/// Checks `pieces` in place under `target_dir` on every core, logging
+/// progress, and has storage mark the good ones had without rewriting
+/// them. Returns how many were good, bad and missing.
 async fn import(
     storage: &StorageHandle,
     ih: InfoHash,
     info: &Arc<shoal_proto::Info>,
     target_dir: &std::path::Path,
-    pieces: &[u32],
-) -> Result<(), MeshError> {
-    let layout = Arc::new(Layout::in_dir(info, target_dir));
-    for &piece in pieces {
-        let info = info.clone();
-        let layout = layout.clone();
-        let data = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, String> {
-            let reader = Reader::open(&info, &layout).map_err(|e| e.to_string())?;
-            let mut buf = Vec::new();
-            let mut data = Vec::new();
-            match reader
-                .read_piece(piece, &mut buf, |b| data.extend_from_slice(b))
-                .map_err(|e| e.to_string())?
-            {
-                PieceRead::Complete if check_piece(&info, piece, &data) => Ok(Some(data)),
-                _ => Ok(None),
-            }
-        })
-        .await
-        .map_err(|e| MeshError::Import(e.to_string()))?
-        .map_err(MeshError::Import)?;
-        if let Some(data) = data {
-            storage.write_piece(ih, piece, data).await?;
+    pieces: Vec<u32>,
+) -> Result<ImportCounts, MeshError> {
+    let total = pieces.len();
+    let total_bytes: u64 = pieces.iter().map(|&p| info.piece_size(p)).sum();
+    let progress = Arc::new(Progress::default());
+    // Stops the checker if this future is dropped (the start abandoned).
+    struct StopOnDrop(Arc<Progress>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.stop();
         }
     }
-    Ok(())
+    let _stop = StopOnDrop(progress.clone());
+    let started = Instant::now();
+    tracing::info!(%ih, pieces = total, bytes = total_bytes, "checking seed data in place");
+    let mut job = tokio::task::spawn_blocking({
+        let (info, progress) = (info.clone(), progress.clone());
+        let layout = Layout::in_dir(&info, target_dir);
+        move || {
+            let states = check_pieces(&info, &layout, &pieces, default_threads(), &progress)?;
+            Ok::<_, crate::disk::DiskError>((pieces, states))
+        }
+    });
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + IMPORT_PROGRESS_EVERY,
+        IMPORT_PROGRESS_EVERY,
+    );
+    let (pieces, states) = loop {
+        tokio::select! {
+            done = &mut job => break done
+                .map_err(|e| MeshError::Import(e.to_string()))?
+                .map_err(|e| MeshError::Import(e.to_string()))?,
+            _ = tick.tick() => {
+                let bytes = progress.bytes.load(Ordering::Relaxed);
+                tracing::info!(
+                    %ih,
+                    verified = progress.pieces.load(Ordering::Relaxed),
+                    of = total,
+                    mib_per_s = mib_per_s(bytes, started.elapsed()),
+                    "checking seed data"
+                );
+            }
+        }
+    };
+    let mut counts = ImportCounts::default();
+    let mut good = Vec::new();
+    for (p, state) in pieces.into_iter().zip(states) {
+        match state {
+            PieceState::Good => {
+                counts.good += 1;
+                good.push(p);
+            }
+            PieceState::Bad => counts.bad += 1,
+            PieceState::Missing => counts.missing += 1,
+        }
+    }
+    let checked = started.elapsed();
+    storage.mark_had(ih, target_dir.to_path_buf(), good).await?;
+    tracing::info!(
+        %ih,
+        good = counts.good,
+        bad = counts.bad,
+        missing = counts.missing,
+        check_s = checked.as_secs_f64(),
+        mib_per_s = mib_per_s(total_bytes, checked),
+        total_s = started.elapsed().as_secs_f64(),
+        "seed data imported; bad and missing pieces will be fetched from peers"
+    );
+    Ok(counts)
+}
+
+/// What a seed's import found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ImportCounts {
+    good: u32,
+    bad: u32,
+    missing: u32,
+}
+
+fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / took.as_secs_f64().max(1e-9)
 }
 
 /// Accepts connections until the endpoint shuts down, each handshake in a

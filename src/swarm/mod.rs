@@ -6,7 +6,10 @@
 //! (`actor.rs`) feeds transport events, timers, verification and storage
 //! results into the state machine, then drains its actions: sends mapped
 //! to the wire protocol, block serving off the loop, piece hashing on a
-//! bounded blocking pool, durable writes through storage.
+//! bounded blocking pool, durable writes through storage. Its connections
+//! (`actor/conns.rs`) follow proto's peer book: dials by address or node
+//! id, retries with backoff, peer exchange. `magnet.rs` turns a magnet
+//! link into a metainfo by fetching the info dictionary from peers.
 //!
 //! Invariants this module keeps:
 //! - A piece is written to storage only after it matched its hash; a piece
@@ -19,8 +22,12 @@
 //!   the input is dropped.
 //! - Dropping the last [`TorrentHandle`] aborts the actor and with it every
 //!   connection, serve, hash and write task it owns.
+//! - Which peers to dial, when to retry and what PEX says are proto's
+//!   decisions ([`shoal_proto::discovery`]); the actor only carries them
+//!   out. A banned node is never dialled again.
 
 mod actor;
+mod magnet;
 mod mesh;
 
 use std::net::SocketAddr;
@@ -33,7 +40,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-pub use mesh::{Mesh, MeshError, Role, StartTorrent};
+pub use magnet::{resolve_magnet, MagnetError, PEER_TIMEOUT as MAGNET_PEER_TIMEOUT};
+pub use mesh::{Discovery, Mesh, MeshError, Role, StartTorrent};
 
 /// The stable swarm key of a node: the first 8 bytes of its id.
 pub fn peer_key(node: &NodeId) -> PeerKey {
@@ -42,13 +50,34 @@ pub fn peer_key(node: &NodeId) -> PeerKey {
     PeerKey(u64::from_be_bytes(b))
 }
 
-/// A peer to dial: where it listens and the node id its TLS key must match.
+/// A peer to dial: where it listens and, if known, the node id its TLS key
+/// must match. Without an id the dial accepts whichever node TLS
+/// authenticates there (other than ourselves, a banned node or one already
+/// connected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerDial {
     /// Its QUIC address.
     pub addr: SocketAddr,
-    /// Its node id.
-    pub node_id: NodeId,
+    /// Its node id, if known.
+    pub node_id: Option<NodeId>,
+}
+
+impl PeerDial {
+    /// A dial to `addr`, whoever answers there.
+    pub fn addr(addr: SocketAddr) -> PeerDial {
+        PeerDial {
+            addr,
+            node_id: None,
+        }
+    }
+
+    /// A dial to `node` at `addr`.
+    pub fn node(addr: SocketAddr, node: NodeId) -> PeerDial {
+        PeerDial {
+            addr,
+            node_id: Some(node),
+        }
+    }
 }
 
 /// A snapshot of one torrent's swarm, for tests, the API and metrics.
@@ -68,6 +97,9 @@ pub struct TorrentStatus {
     pub pieces_failed: u32,
     /// Connected (or connecting) peers.
     pub peers: Vec<NodeId>,
+    /// Peers the peer book knows of (connected, candidates, given up,
+    /// banned).
+    pub known_peers: usize,
     /// Peers proto banned.
     pub banned: Vec<NodeId>,
     /// Every peer seen with its trust record.
@@ -83,8 +115,10 @@ pub(crate) enum TorrentMessage {
     Status {
         reply: oneshot::Sender<TorrentStatus>,
     },
-    /// Dial a peer.
-    AddPeer(PeerDial),
+    /// Dial these peers now (retries then follow the peer book).
+    AddPeers(Vec<PeerDial>),
+    /// Addresses a tracker listed: candidates for the peer book.
+    Discovered(Vec<SocketAddr>),
     /// An incoming connection for this torrent, routed by the mesh.
     Inbound(Box<crate::transport::Inbound>),
     /// Stop: close every connection and exit; replies once done.
@@ -130,10 +164,27 @@ impl TorrentHandle {
         rx.await.map_err(|_| TorrentError::Closed)
     }
 
-    /// Dials `peer` for this torrent (once; failures are not retried yet).
+    /// Dials `peer` for this torrent now, unless it is banned, ourselves or
+    /// already connected; a failure or drop is retried with backoff.
     pub async fn add_peer(&self, peer: PeerDial) -> Result<(), TorrentError> {
+        self.add_peers(vec![peer]).await
+    }
+
+    /// [`TorrentHandle::add_peer`] for several peers in one message.
+    pub async fn add_peers(&self, peers: Vec<PeerDial>) -> Result<(), TorrentError> {
         self.tx
-            .send(TorrentMessage::AddPeer(peer))
+            .send(TorrentMessage::AddPeers(peers))
+            .await
+            .map_err(|_| TorrentError::Closed)
+    }
+
+    /// Hands the peer book addresses a tracker listed. They are dialled
+    /// within the torrent's peer budget, those already known keep their
+    /// backoff, and whatever no tracker or peer lists any more is
+    /// eventually forgotten.
+    pub async fn discovered(&self, addrs: Vec<SocketAddr>) -> Result<(), TorrentError> {
+        self.tx
+            .send(TorrentMessage::Discovered(addrs))
             .await
             .map_err(|_| TorrentError::Closed)
     }

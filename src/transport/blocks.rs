@@ -17,6 +17,11 @@
 //! - Cancelling a block we send resets its stream with `Cancelled`;
 //!   refusing one we receive stops it with `Unwanted`. Either is a no-op
 //!   once the block is done.
+//! - Block bodies are charged to the connection's [`Limiter`]: an upload
+//!   before each slice is handed to quinn, so a limited peer's bytes leave
+//!   at the limit; a download as it is read, so a limited reader stops
+//!   reading and QUIC flow control slows the sender. With no limit set a
+//!   block goes out in one write, as it would without a limiter.
 
 use std::collections::HashMap;
 
@@ -32,10 +37,20 @@ use tokio_util::sync::CancellationToken;
 use super::connection::Ctx;
 use super::error::Violation;
 use super::TransportEvent;
+use crate::ratelimit::Limiter;
 
 /// First allocation for a block being received; it doubles from there as
 /// bytes arrive, up to the block's length.
 const FIRST_BUFFER: usize = 64 * 1024;
+
+/// Bytes charged and written at once when uploads are limited: small
+/// against a limit's burst, so the limit is smooth, and large enough that
+/// charging costs nothing at gigabit rates.
+const UPLOAD_SLICE: usize = 64 * 1024;
+
+/// Received bytes gathered before they are charged: one lock per this many
+/// bytes instead of one per packet.
+const DOWNLOAD_BATCH: usize = 16 * 1024;
 
 /// What the owner asks of the block task.
 #[derive(Debug)]
@@ -89,6 +104,7 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<BlockCommand>,
     geometry: watch::Receiver<Option<Geometry>>,
     stop: CancellationToken,
+    limiter: Limiter,
 ) {
     let mut sending = InFlight::default();
     let mut receiving = InFlight::default();
@@ -102,8 +118,9 @@ pub(crate) async fn run(
                 Some(BlockCommand::Send { block, data }) => {
                     let (seq, token) = sending.start(block);
                     let conn = conn.clone();
+                    let limiter = limiter.clone();
                     senders.spawn(async move {
-                        send_block(conn, block, data, token).await;
+                        send_block(conn, block, data, token, limiter).await;
                         (block, seq)
                     });
                 }
@@ -128,8 +145,9 @@ pub(crate) async fn run(
                 Ok(Ok(Some((recv, block)))) => {
                     let (seq, token) = receiving.start(block);
                     let ctx = ctx.clone();
+                    let limiter = limiter.clone();
                     bodies.spawn(async move {
-                        read_body(ctx, recv, block, token).await;
+                        read_body(ctx, recv, block, token, limiter).await;
                         (block, seq)
                     });
                 }
@@ -156,6 +174,7 @@ async fn send_block(
     block: BlockRef,
     data: Bytes,
     cancel: CancellationToken,
+    limiter: Limiter,
 ) {
     let mut send = tokio::select! {
         stream = conn.open_uni() => match stream {
@@ -164,9 +183,23 @@ async fn send_block(
         },
         () = cancel.cancelled() => return,
     };
-    let mut chunks = [Bytes::copy_from_slice(&encode_block_header(&block)), data];
+    let header = Bytes::copy_from_slice(&encode_block_header(&block));
+    let write = async {
+        if limiter.upload_unlimited() {
+            return send.write_all_chunks(&mut [header, data]).await;
+        }
+        send.write_all(&header).await?;
+        let mut at = 0;
+        while at < data.len() {
+            let slice = data.slice(at..(at + UPLOAD_SLICE).min(data.len()));
+            limiter.upload(slice.len() as u64).await;
+            at += slice.len();
+            send.write_all(&slice).await?;
+        }
+        Ok(())
+    };
     let cancelled = tokio::select! {
-        written = send.write_all_chunks(&mut chunks) => {
+        written = write => {
             match written {
                 Ok(()) => {
                     let _ = send.finish();
@@ -210,10 +243,23 @@ async fn read_body(
     mut recv: quinn::RecvStream,
     block: BlockRef,
     refuse: CancellationToken,
+    limiter: Limiter,
 ) {
     let want = block.length as usize;
     let mut data: Vec<u8> = Vec::new();
+    let mut uncharged = 0;
     loop {
+        // Charged before the next read (and before the block is handed
+        // on), so a limited reader leaves bytes in QUIC's window.
+        if uncharged >= DOWNLOAD_BATCH || (uncharged > 0 && data.len() == want) {
+            tokio::select! {
+                () = limiter.download(uncharged as u64) => uncharged = 0,
+                () = refuse.cancelled() => {
+                    let _ = recv.stop(VarInt::from_u32(StreamCode::Unwanted.code()));
+                    return;
+                }
+            }
+        }
         // One byte more than is missing: enough to see a stream that runs
         // long, without taking more of it.
         let max = want - data.len() + 1;
@@ -232,6 +278,7 @@ async fn read_body(
                 }
                 grow(&mut data, chunk.bytes.len(), want);
                 data.extend_from_slice(&chunk.bytes);
+                uncharged += chunk.bytes.len();
             }
             Ok(None) if data.len() == want => break,
             Ok(None) => {

@@ -32,6 +32,7 @@ use super::blocks::{self, BlockCommand};
 use super::endpoint::close;
 use super::error::{SendError, Violation};
 use super::{CloseReason, ConnId, Session, TransportConfig, TransportEvent};
+use crate::ratelimit::Limiter;
 
 /// Bytes asked of quinn per control-stream read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -54,6 +55,8 @@ pub(crate) struct Parts<'a> {
     pub session: Session,
     pub cfg: &'a TransportConfig,
     pub shutdown: CancellationToken,
+    /// The torrent's and the node's rate limits, charged by block bodies.
+    pub limiter: Limiter,
 }
 
 /// Closes the connection once, remembering the first local reason.
@@ -310,6 +313,7 @@ pub(crate) fn spawn(p: Parts<'_>) -> ConnectionHandle {
         blocks_rx,
         geometry_tx.subscribe(),
         stop.clone(),
+        p.limiter,
     ));
     let task = tokio::spawn(supervise(ctx, p.conn.clone(), tasks, stop, p.shutdown));
     ConnectionHandle {

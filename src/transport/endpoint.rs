@@ -1,6 +1,8 @@
 //! The mesh endpoint: one quinn endpoint on one UDP socket, the QUIC and
-//! TLS configuration, and the two ways a connection starts: [`Endpoint::dial`]
-//! and [`Endpoint::accept`] → [`Incoming::handshake`] → [`Inbound::accept`].
+//! TLS configuration, and the two ways a connection starts: [`Endpoint::connect`]
+//! → [`Outbound::handshake`] (together [`Endpoint::dial`]) and
+//! [`Endpoint::accept`] → [`Incoming::handshake`] → [`Inbound::accept`]. Both
+//! stop after TLS so the owner sees the authenticated peer before it commits.
 //!
 //! Order of a dial (`PROTOCOL.md` section 2): QUIC and TLS (the peer's
 //! certificate admitted, ALPN `shoal/1`); if we learned a node id with the
@@ -12,8 +14,9 @@
 //! checks it and replies.
 //!
 //! Invariants: every refusal closes the connection with the close code the
-//! protocol assigns before it returns its error; a dial or accept never
-//! takes longer than `handshake_timeout`; no connection outlives the
+//! protocol assigns before it returns its error; no stage of a dial
+//! (connect, handshake) or of an accept takes longer than
+//! `handshake_timeout`; no connection outlives the
 //! endpoint's shutdown token.
 
 use std::net::SocketAddr;
@@ -35,6 +38,7 @@ use super::connection::{self, ConnectionHandle, Parts};
 use super::error::{ConnectError, SendError, TlsError, TransportError};
 use super::tls::{self, NodeCert, PeerVerifier};
 use super::{ConnId, Session, TransportConfig};
+use crate::ratelimit::Rates;
 
 /// Server name the dialer sends. Peers are named by key, not by DNS, so it
 /// is a constant and the verifier ignores it.
@@ -58,6 +62,7 @@ struct Inner {
     cfg: TransportConfig,
     next_conn: AtomicU64,
     shutdown: CancellationToken,
+    rates: Arc<Rates>,
 }
 
 impl Endpoint {
@@ -87,8 +92,12 @@ impl Endpoint {
         let cert = NodeCert::self_signed(keypair)?;
         let server = server_config(&cert, &cfg)?;
         let client = client_config(&cert, &cfg)?;
+        size_socket_buffers(&socket, cfg.socket_buffer);
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        // Out of range only below 1200; then quinn's default stays.
+        let _ = endpoint_cfg.max_udp_payload_size(cfg.max_udp_payload_size);
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_cfg,
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -102,6 +111,7 @@ impl Endpoint {
                 cfg,
                 next_conn: AtomicU64::new(0),
                 shutdown,
+                rates: Arc::new(Rates::new()),
             }),
         })
     }
@@ -119,6 +129,12 @@ impl Endpoint {
     /// The configuration the endpoint runs with.
     pub fn config(&self) -> &TransportConfig {
         &self.inner.cfg
+    }
+
+    /// The node's rate limits: every connection charges its block bytes
+    /// to its torrent's limits and the node's, as they are when charged.
+    pub fn rates(&self) -> &Arc<Rates> {
+        &self.inner.rates
     }
 
     /// Closes every connection of the endpoint at once with `code`.
@@ -148,8 +164,10 @@ impl Endpoint {
         })
     }
 
-    /// Dials `addr` for the torrent `info_hash`. With `expected`, the
-    /// peer's certificate must carry that node id (a PEX or gossip entry).
+    /// Dials `addr` for the torrent `info_hash`: [`Endpoint::connect`]
+    /// then [`Outbound::handshake`]. With `expected`, the peer's
+    /// certificate must carry that node id (a PEX or gossip entry);
+    /// without, any admitted identity other than ours is accepted.
     pub async fn dial(
         &self,
         addr: SocketAddr,
@@ -157,13 +175,27 @@ impl Endpoint {
         info_hash: InfoHash,
         session: Session,
     ) -> Result<ConnectionHandle, ConnectError> {
-        let opening = opening_frame(&session)?;
+        self.connect(addr, expected)
+            .await?
+            .handshake(info_hash, session)
+            .await
+    }
+
+    /// The first half of a dial: QUIC and TLS to `addr`, so the owner
+    /// learns which node answers before it commits anything to it (a
+    /// tracker gives addresses without ids). With `expected`, the peer's
+    /// certificate must carry that id. A peer that is this node is refused
+    /// with `SelfConnection`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+    ) -> Result<Outbound, ConnectError> {
         let connecting =
             self.inner
                 .endpoint
                 .connect_with(self.inner.client.clone(), addr, SERVER_NAME)?;
-        let ours = Handshake::new(info_hash, self.inner.node_id);
-        let handshake = async {
+        let fut = async {
             let conn = connecting.await.map_err(ConnectError::from_connection)?;
             let peer = authenticated_peer(&conn)?;
             if let Some(expected) = expected {
@@ -182,20 +214,14 @@ impl Endpoint {
                 close(&conn, e.close_code(), "connected to ourselves");
                 return Err(e.into());
             }
-            let (mut send, mut recv) = conn
-                .open_bi()
-                .await
-                .map_err(ConnectError::from_connection)?;
-            let _ = send.set_priority(CONTROL_PRIORITY);
-            let mut first = ours.encode().to_vec();
-            first.extend_from_slice(&opening);
-            send.write_all(&first).await.map_err(write_error)?;
-            let theirs = read_handshake(&mut recv).await?;
-            checked(&conn, &ours, &theirs, &peer)?;
-            Ok((conn, send, recv, peer, theirs))
+            Ok((conn, peer))
         };
-        let (conn, send, recv, peer, theirs) = self.bounded(handshake).await?;
-        Ok(self.spawn(conn, send, recv, peer, &ours, &theirs, session))
+        let (conn, peer) = self.bounded(fut).await?;
+        Ok(Outbound {
+            conn,
+            peer,
+            endpoint: self.clone(),
+        })
     }
 
     /// Runs `fut` under the handshake timeout and the shutdown token.
@@ -233,7 +259,73 @@ impl Endpoint {
             session,
             cfg: &self.inner.cfg,
             shutdown: self.inner.shutdown.child_token(),
+            limiter: self.inner.rates.limiter(ours.info_hash),
         })
+    }
+}
+
+/// A dialled connection whose peer TLS has authenticated, before the
+/// shoal handshake: the owner decides (by [`Outbound::peer`]) whether to
+/// go ahead with [`Outbound::handshake`] or [`Outbound::refuse`] it.
+#[derive(Debug)]
+pub struct Outbound {
+    conn: quinn::Connection,
+    peer: NodeId,
+    endpoint: Endpoint,
+}
+
+impl Outbound {
+    /// The peer's node id as TLS authenticated it.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Where the peer is.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Abandons the connection with `code` (`Duplicate`, `Banned`, `Done`).
+    pub fn refuse(self, code: CloseCode) {
+        close(&self.conn, code, "refused");
+    }
+
+    /// Opens the control stream, sends our handshake and opening message
+    /// for `info_hash`, reads and checks the peer's, and starts the
+    /// connection.
+    pub async fn handshake(
+        self,
+        info_hash: InfoHash,
+        session: Session,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        let Outbound {
+            conn,
+            peer,
+            endpoint,
+        } = self;
+        let opening = match opening_frame(&session) {
+            Ok(frame) => frame,
+            Err(e) => {
+                close(&conn, CloseCode::Done, "internal error");
+                return Err(e);
+            }
+        };
+        let ours = Handshake::new(info_hash, endpoint.inner.node_id);
+        let fut = async {
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(ConnectError::from_connection)?;
+            let _ = send.set_priority(CONTROL_PRIORITY);
+            let mut first = ours.encode().to_vec();
+            first.extend_from_slice(&opening);
+            send.write_all(&first).await.map_err(write_error)?;
+            let theirs = read_handshake(&mut recv).await?;
+            checked(&conn, &ours, &theirs, &peer)?;
+            Ok((send, recv, theirs))
+        };
+        let (send, recv, theirs) = endpoint.bounded(fut).await?;
+        Ok(endpoint.spawn(conn, send, recv, peer, &ours, &theirs, session))
     }
 }
 
@@ -417,6 +509,7 @@ fn quic_transport(cfg: &TransportConfig, bidi: u32) -> Arc<quinn::TransportConfi
         .keep_alive_interval(Some(cfg.keep_alive_interval))
         .max_idle_timeout(IdleTimeout::try_from(cfg.idle_timeout).ok())
         .datagram_receive_buffer_size(None)
+        .mtu_discovery_config(Some(mtu_discovery(cfg.max_udp_payload_size)))
         // Streams of one priority go out in the order they were written,
         // not round-robin: blocks then complete one after another, so
         // pieces finish (and get verified and written) early instead of
@@ -424,6 +517,32 @@ fn quic_transport(cfg: &TransportConfig, bidi: u32) -> Arc<quinn::TransportConfi
         // priority still puts messages ahead of every block.
         .send_fairness(false);
     Arc::new(t)
+}
+
+/// Path MTU discovery up to `upper` bytes of UDP payload.
+fn mtu_discovery(upper: u16) -> quinn::MtuDiscoveryConfig {
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(upper);
+    mtu
+}
+
+/// Asks the kernel for `bytes` of send and receive buffer on `socket`.
+/// Best effort: an unprivileged process gets at most the system's
+/// maximum, and a refusal leaves the defaults, which still work.
+fn size_socket_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    let state = match quinn::udp::UdpSocketState::new(socket.into()) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot inspect the UDP socket");
+            return;
+        }
+    };
+    if let Err(e) = state.set_recv_buffer_size(socket.into(), bytes) {
+        tracing::debug!(error = %e, bytes, "UDP receive buffer not resized");
+    }
+    if let Err(e) = state.set_send_buffer_size(socket.into(), bytes) {
+        tracing::debug!(error = %e, bytes, "UDP send buffer not resized");
+    }
 }
 
 /// The opening message as a frame, after checking it is one.

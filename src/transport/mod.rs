@@ -47,7 +47,7 @@ use shoal_proto::wire::{
 use tokio::sync::mpsc;
 
 pub use connection::ConnectionHandle;
-pub use endpoint::{client_config, server_config, Endpoint, Inbound, Incoming};
+pub use endpoint::{client_config, server_config, Endpoint, Inbound, Incoming, Outbound};
 pub use error::{CertError, ConnectError, SendError, TlsError, TransportError, Violation};
 pub use tls::{
     install_crypto_provider, AdmitSelfSigned, ClusterAdmission, NodeCert, PeerCert, PeerRole,
@@ -55,6 +55,10 @@ pub use tls::{
 
 /// Default UDP port of the mesh (HTTP is 7880, gossip 7881).
 pub const DEFAULT_PORT: u16 = 7882;
+
+/// The UDP payload of a 1500-byte Ethernet frame over IPv4: the default
+/// [`TransportConfig::max_udp_payload_size`].
+pub const ETHERNET_UDP_PAYLOAD: u16 = 1472;
 
 /// How the mesh endpoint runs. The defaults follow `PROTOCOL.md`'s
 /// transport parameters; each field says why.
@@ -97,6 +101,20 @@ pub struct TransportConfig {
     /// Capacity of each connection's message outbox and block command
     /// queue.
     pub outbox: usize,
+    /// Largest UDP payload we accept, and the upper bound of quinn's path
+    /// MTU discovery. The default, 1472, fills a 1500-byte Ethernet frame.
+    /// On jumbo-frame links 8972 lets quinn probe up to 9000-byte frames;
+    /// any value is safe on smaller paths, as quinn starts at 1200 bytes
+    /// and keeps only a size its probes proved, but each failed probe
+    /// delays the search. Measured on loopback (`benches/RESULTS.md`),
+    /// 64 KiB packets bought nothing: GSO and GRO already move about
+    /// 64 KiB per system call, so the default stays at Ethernet's size.
+    pub max_udp_payload_size: u16,
+    /// Kernel send and receive buffer of the UDP socket, in bytes (capped
+    /// by `net.core.{r,w}mem_max`). The default of about 200 KiB holds only
+    /// a few large datagrams; a burst beyond it is dropped and read as
+    /// congestion.
+    pub socket_buffer: usize,
     /// Who may join: the hook for cluster CA admission. Today any
     /// self-signed ed25519 certificate is admitted.
     pub admission: Arc<dyn ClusterAdmission>,
@@ -115,6 +133,8 @@ impl Default for TransportConfig {
             keepalive_interval: KEEPALIVE_INTERVAL,
             handshake_timeout: Duration::from_secs(10),
             outbox: 256,
+            max_udp_payload_size: ETHERNET_UDP_PAYLOAD,
+            socket_buffer: 4 * 1024 * 1024,
             admission: Arc::new(AdmitSelfSigned),
         }
     }
