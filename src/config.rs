@@ -47,6 +47,8 @@ pub struct Config {
     pub tracker: TrackerConfig,
     /// Gossip between nodes (libp2p).
     pub gossip: GossipConfig,
+    /// The mesh: torrents downloaded and seeded over QUIC.
+    pub mesh: MeshConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -120,6 +122,36 @@ pub struct GossipConfig {
     pub clock_offset_ms: i64,
 }
 
+/// The mesh: the QUIC endpoint and the torrents this node downloads and
+/// seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// Run the mesh. `shoal tracker` turns it off.
+    pub enabled: bool,
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// Where torrents added without a target directory are stored.
+    pub download_dir: PathBuf,
+    /// Re-check the whole content against its hashes when a download
+    /// completes, before it is reported complete.
+    pub verify_on_complete: bool,
+    /// Shell command run once a download's data is verified, with
+    /// `SHOAL_INFOHASH` and `SHOAL_PATH` in its environment.
+    pub on_complete: Option<String>,
+    /// Node-wide upload limit in bytes per second; 0 for none.
+    pub upload_limit: u64,
+    /// Node-wide download limit in bytes per second; 0 for none.
+    pub download_limit: u64,
+    /// Peers each torrent uploads to at once (regular unchoke slots);
+    /// unset keeps the swarm core's default.
+    pub unchoke_slots: Option<usize>,
+    /// Optimistic unchoke slots on top; unset keeps the default.
+    pub optimistic_slots: Option<usize>,
+    /// Most blocks outstanding per peer; unset keeps the default.
+    pub max_queue_blocks: Option<u32>,
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,7 +180,25 @@ impl Default for Config {
             http: HttpConfig::default(),
             tracker: TrackerConfig::default(),
             gossip: GossipConfig::default(),
+            mesh: MeshConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7883)),
+            download_dir: PathBuf::from("./downloads"),
+            verify_on_complete: true,
+            on_complete: None,
+            upload_limit: 0,
+            download_limit: 0,
+            unchoke_slots: None,
+            optimistic_slots: None,
+            max_queue_blocks: None,
         }
     }
 }
@@ -263,6 +313,16 @@ impl Config {
         if self.http.max_connections == 0 {
             return bad("http.max_connections must be positive");
         }
+        let m = &self.mesh;
+        if m.unchoke_slots == Some(0) || m.max_queue_blocks == Some(0) {
+            return bad("mesh.unchoke_slots and mesh.max_queue_blocks must be positive");
+        }
+        if m.on_complete
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return bad("mesh.on_complete is empty; leave it out for no hook");
+        }
         Ok(())
     }
 }
@@ -325,6 +385,29 @@ max_clock_drift_secs = 60
 # Shift this node's clock (milliseconds). Only for tests of clock skew.
 clock_offset_ms = 0
 
+[mesh]
+# Run the mesh: download and seed torrents over QUIC. `shoal tracker`
+# turns it off.
+enabled = true
+# UDP address for QUIC between nodes (announced to trackers by port).
+listen = "0.0.0.0:7883"
+# Where torrents added without a target directory go.
+download_dir = "./downloads"
+# Re-check the whole content when a download completes, before reporting
+# it complete; a torrent that fails is reported failed with its bad pieces.
+verify_on_complete = true
+# Shell command run once a download is verified, with SHOAL_INFOHASH and
+# SHOAL_PATH in its environment.
+# on_complete = "logger shoal: $SHOAL_PATH ready"
+# Node-wide rate limits in bytes per second (0: none). Per-torrent limits
+# are set through the API and kept with the torrent.
+upload_limit = 0
+download_limit = 0
+# Swarm tunables; left out, the swarm core's defaults apply.
+# unchoke_slots = 4      # peers each torrent uploads to at once
+# optimistic_slots = 1   # optimistic unchoke slots on top
+# max_queue_blocks = 256 # most blocks outstanding per peer
+
 [log]
 # "human" or "json".
 format = "human"
@@ -356,6 +439,11 @@ mod tests {
         assert!(Config::parse("[tracker]\ninterval_secs = 0").is_err());
         assert!(Config::parse("[tracker]\ndefault_numwant = 500").is_err());
         assert!(Config::parse("[http]\nlisten = \"not an address\"").is_err());
+        assert!(Config::parse("[mesh]\nlissen = \"0.0.0.0:1\"").is_err());
+        assert!(Config::parse("[mesh]\nunchoke_slots = 0").is_err());
+        let m = Config::parse("[mesh]\ndownload_limit = 1000\nunchoke_slots = 8").unwrap();
+        assert_eq!(m.mesh.download_limit, 1000);
+        assert_eq!(m.mesh.unchoke_slots, Some(8));
         let c =
             Config::parse("[tracker]\nenabled = true\ninterval_secs = 10\nmin_interval_secs = 5")
                 .unwrap();

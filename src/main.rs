@@ -32,6 +32,17 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Run a node with only the tracker role.
     Tracker(cli::node::NodeArgs),
+    /// Add a torrent (file, magnet or path on the node) to a running node.
+    Add(cli::add::AddArgs),
+    /// List a running node's torrents.
+    Ls(cli::ls::LsArgs),
+    /// Remove a torrent from a running node.
+    Rm(cli::rm::RmArgs),
+    /// Show a running node, or one torrent in detail.
+    Status(cli::status::StatusArgs),
+    /// Distribute a generated file among nodes on this machine and compare
+    /// the time with the fluid lower bound.
+    Demo(cli::demo::DemoArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -53,6 +64,11 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cli::fetch::run(a),
         Command::Node(a) => cli::node::run(a, false),
         Command::Tracker(a) => cli::node::run(a, true),
+        Command::Add(a) => cli::add::run(a),
+        Command::Ls(a) => cli::ls::run(a),
+        Command::Rm(a) => cli::rm::run(a),
+        Command::Status(a) => cli::status::run(a),
+        Command::Demo(a) => cli::demo::run(a),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", shoal::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -1,10 +1,12 @@
 //! Starting and stopping a node: identity, the tracker role, gossip, the
-//! HTTP server and the allow-list watcher, all owned by one [`Node`] and
-//! stopped by one cancellation token.
+//! torrent manager (storage, QUIC mesh, swarms and announcers), the HTTP
+//! server (tracker facade, REST API, metrics) and the allow-list watcher,
+//! all owned by one [`Node`] and stopped by one cancellation token.
 //!
 //! Invariants: every task is owned here and aborted if the node is dropped;
-//! `shutdown` stops accepting work, lets open requests finish, flushes the
-//! gossip outbox, and returns within a bounded time.
+//! `shutdown` stops the torrents first (announcing `stopped` while our own
+//! tracker still answers), then stops accepting work, lets open requests
+//! finish, flushes the gossip outbox, and returns within a bounded time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +21,11 @@ use crate::config::Config;
 use crate::gossip::{self, GossipHandle, GossipSetup};
 use crate::http::{self, AppState};
 use crate::identity;
+use crate::torrents::{Torrents, TorrentsSetup};
 use crate::tracker::{read_allow_list, Tracker};
+
+/// How often the announce URLs of tracker nodes are re-read from gossip.
+const TRACKER_URLS_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,9 @@ pub enum NodeError {
     /// The allow-list file is unreadable or malformed.
     #[error("allow-list: {0}")]
     AllowList(#[from] crate::tracker::AllowListError),
+    /// The torrent manager (storage, QUIC) could not start.
+    #[error(transparent)]
+    Torrents(#[from] crate::torrents::TorrentsError),
 }
 
 /// A running node.
@@ -54,6 +63,8 @@ pub struct Node {
     pub replication: gossip::SharedStatus,
     /// The gossip actor's inbox.
     pub gossip_tx: tokio::sync::mpsc::Sender<gossip::GossipCommand>,
+    /// The torrent manager, when the mesh is enabled.
+    pub torrents: Option<Torrents>,
     gossip: Option<GossipHandle>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -121,7 +132,7 @@ impl Node {
         let gossip = gossip::spawn(
             GossipSetup {
                 cfg: cfg.gossip.clone(),
-                key,
+                key: key.clone(),
                 tracker_role: tracker.is_some(),
                 http: Some(http_addr),
             },
@@ -130,11 +141,34 @@ impl Node {
         )
         .await?;
 
+        let torrents = if cfg.mesh.enabled {
+            let (urls_tx, urls_rx) = tokio::sync::watch::channel(Vec::new());
+            tasks.push(tokio::spawn(watch_tracker_urls(
+                gossip.status.clone(),
+                tracker.is_some().then_some(http_addr),
+                urls_tx,
+                shutdown.clone(),
+            )));
+            let t = Torrents::start(TorrentsSetup {
+                data_dir: cfg.data_dir.clone(),
+                cfg: cfg.mesh.clone(),
+                keypair: key,
+                gossip_trackers: Some(urls_rx),
+            })
+            .await?;
+            println!("quic listening on {}", t.listen_addr());
+            Some(t)
+        } else {
+            None
+        };
+
         let state = AppState {
             tracker: tracker.clone(),
             replication: gossip.status.clone(),
             started_ms: crate::tracker::WallClock::new(cfg.gossip.clock_offset_ms).now_ms(),
             wall: crate::tracker::WallClock::new(cfg.gossip.clock_offset_ms),
+            torrents: torrents.clone(),
+            http_addr,
         };
         tasks.push(tokio::spawn(http::serve(
             listener,
@@ -149,6 +183,7 @@ impl Node {
             tracker,
             replication: gossip.status.clone(),
             gossip_tx: gossip.tx.clone(),
+            torrents,
             gossip: Some(gossip),
             shutdown,
             tasks,
@@ -162,6 +197,11 @@ impl Node {
 
     /// Stops the node and waits, at most `grace`, for its tasks.
     pub async fn stop(mut self, grace: Duration) {
+        if let Some(t) = self.torrents.take() {
+            if tokio::time::timeout(grace, t.stop()).await.is_err() {
+                warn!("torrents took longer than {grace:?} to stop");
+            }
+        }
         self.shutdown.cancel();
         let tasks = std::mem::take(&mut self.tasks);
         let gossip = self.gossip.take();
@@ -210,9 +250,79 @@ async fn watch_allow_list(
     }
 }
 
+/// Keeps `tx` holding the announce URLs of the tracker nodes gossip knows
+/// (and our own, when we carry the role), sorted, changed only when they
+/// change. A member advertising an unspecified HTTP address (`0.0.0.0`)
+/// is reached at the host its gossip connection came from.
+async fn watch_tracker_urls(
+    status: gossip::SharedStatus,
+    own: Option<SocketAddr>,
+    tx: tokio::sync::watch::Sender<Vec<String>>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(TRACKER_URLS_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut urls: Vec<String> = own.map(|a| announce_url(a, None)).into_iter().collect();
+        {
+            let s = status.lock().unwrap_or_else(|p| p.into_inner());
+            for p in s.peers.values().filter(|p| p.tracker) {
+                let Some(http) = p.http.as_deref().and_then(|h| h.parse::<SocketAddr>().ok())
+                else {
+                    continue;
+                };
+                urls.push(announce_url(http, p.addr.as_deref()));
+            }
+        }
+        urls.sort();
+        urls.dedup();
+        tx.send_if_modified(|cur| {
+            if *cur == urls {
+                false
+            } else {
+                *cur = urls;
+                true
+            }
+        });
+    }
+}
+
+/// `http://ADDR/announce`; an unspecified IP becomes the host of
+/// `gossip_addr` (a multiaddr), or loopback for ourselves.
+fn announce_url(http: SocketAddr, gossip_addr: Option<&str>) -> String {
+    let mut addr = http;
+    if http.ip().is_unspecified() {
+        let host = gossip_addr
+            .and_then(|m| m.split('/').nth(2))
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+        addr.set_ip(host.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])));
+    }
+    format!("http://{addr}/announce")
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announce_url;
+
+    #[test]
+    fn tracker_urls_use_the_gossip_host_for_unspecified_addresses() {
+        let a = "10.1.2.3:7880".parse().unwrap();
+        assert_eq!(announce_url(a, None), "http://10.1.2.3:7880/announce");
+        let any = "0.0.0.0:7880".parse().unwrap();
+        assert_eq!(
+            announce_url(any, Some("/ip4/198.18.0.7/tcp/7881")),
+            "http://198.18.0.7:7880/announce"
+        );
+        assert_eq!(announce_url(any, None), "http://127.0.0.1:7880/announce");
+    }
 }

@@ -14,15 +14,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use shoal::disk::{default_threads, Layout};
-use shoal::swarm::{Role, TorrentHandle};
+use shoal::swarm::{Role, TorrentHandle, TorrentStatus};
 
 use super::peer;
 
 /// Download a torrent.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The .torrent file (magnet links are not supported yet).
+    /// The .torrent file, or a magnet link (its metadata is fetched from
+    /// the peers its trackers and `x.pe` addresses name).
     pub torrent: String,
+    /// How long to look for a magnet link's metadata, such as 90s or 5m.
+    #[arg(long, value_name = "DURATION", value_parser = peer::parse_duration, default_value = "120s")]
+    pub magnet_timeout: Duration,
     /// Download directory (content lands at DIR/NAME).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
@@ -44,14 +48,29 @@ pub struct FetchArgs {
     /// QUIC (UDP) listen address.
     #[arg(long, value_name = "ADDR", default_value = peer::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Upload limit of the node in bytes per second, such as 500K or 10M
+    /// (binary units: 1M is 1 MiB/s) [default: unlimited].
+    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
+    pub max_upload_rate: Option<u64>,
+    /// Download limit of the node in bytes per second, such as 500K or 10M
+    /// [default: unlimited].
+    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
+    pub max_download_rate: Option<u64>,
 }
 
 pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
     peer::init_logging();
-    if a.torrent.starts_with("magnet:") {
-        anyhow::bail!("magnet links are not yet supported; pass a .torrent file");
-    }
-    let meta = super::read_torrent(std::path::Path::new(&a.torrent))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (meta, base) = if a.torrent.starts_with("magnet:") {
+        let magnet = shoal_proto::Magnet::parse(&a.torrent).context("bad magnet link")?;
+        let (meta, base) = rt.block_on(resolve(&a, &magnet))?;
+        (meta, Some(base))
+    } else {
+        (super::read_torrent(std::path::Path::new(&a.torrent))?, None)
+    };
     let tiers = peer::torrent_tiers(&meta);
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("{}: cannot create", a.output.display()))?;
@@ -62,21 +81,30 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
     let info = Arc::new(meta.info.clone());
     let ih = meta.info_hash;
     let content = target_dir.join(&info.name);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let mut signals = Box::pin(peer::watch_signals()?);
-        let running = peer::start(
-            &a.data_dir,
-            a.listen,
-            meta,
-            target_dir.clone(),
-            Role::Leech,
-            tiers,
-        )
-        .await?;
+        let running = match base {
+            Some(base) => {
+                base.start(meta, target_dir.clone(), Role::Leech, tiers)
+                    .await?
+            }
+            None => {
+                peer::start(
+                    &a.data_dir,
+                    a.listen,
+                    meta,
+                    target_dir.clone(),
+                    Role::Leech,
+                    tiers,
+                )
+                .await?
+            }
+        };
+        running
+            .mesh
+            .endpoint()
+            .rates()
+            .set_node(a.max_upload_rate, a.max_download_rate);
         println!("infohash {ih}");
         println!("listening on {}", running.listen);
         let _ = std::io::stdout().flush();
@@ -163,12 +191,38 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Opens the node and fetches the metadata `magnet` names, within
+/// `--magnet-timeout`.
+async fn resolve(
+    a: &FetchArgs,
+    magnet: &shoal_proto::Magnet,
+) -> anyhow::Result<(shoal_proto::Metainfo, peer::Base)> {
+    let base = peer::open(&a.data_dir, a.listen).await?;
+    eprintln!(
+        "fetching the metadata of {} from peers (up to {:?})",
+        magnet.info_hash, a.magnet_timeout
+    );
+    let meta = shoal::swarm::resolve_magnet(&base.mesh, magnet, &[], a.magnet_timeout)
+        .await
+        .context("cannot resolve the magnet link")?;
+    Ok((meta, base))
+}
+
 /// Waits for every piece, drawing a progress line when stderr is a
-/// terminal.
+/// terminal. Otherwise (a log, a test) it prints plain lines a script can
+/// read: `resuming:` with the pieces storage already had verified, a
+/// `progress` line a second, and `finished:` with what this run fetched
+/// and which peers it banned.
 async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<()> {
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
+    let first = torrent.status().await?;
+    eprintln!(
+        "resuming: {} of {} pieces already verified",
+        first.have, first.pieces
+    );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_line = Instant::now();
     loop {
         tokio::select! {
             r = torrent.wait_complete() => {
@@ -176,10 +230,17 @@ async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<
                 if tty {
                     eprintln!();
                 }
+                let s = torrent.status().await?;
+                report_finished(&s, first.have);
                 return Ok(());
             }
             _ = tick.tick() => {
                 if !tty {
+                    if last_line.elapsed() >= Duration::from_secs(1) {
+                        last_line = Instant::now();
+                        let s = torrent.status().await?;
+                        report_progress(&s, start.elapsed(), piece_length);
+                    }
                     continue;
                 }
                 let s = torrent.status().await?;
@@ -195,5 +256,38 @@ async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<
                 let _ = std::io::stderr().flush();
             }
         }
+    }
+}
+
+/// One plain progress line on stderr.
+fn report_progress(s: &TorrentStatus, elapsed: Duration, piece_length: u64) {
+    let rate = u64::from(s.pieces_downloaded) as f64 * piece_length as f64
+        / elapsed.as_secs_f64().max(0.001);
+    eprintln!(
+        "progress have={} pieces={} downloaded={} failed={} peers={} banned={} rate={:.0}B/s",
+        s.have,
+        s.pieces,
+        s.pieces_downloaded,
+        s.pieces_failed,
+        s.peers.len(),
+        s.banned.len(),
+        rate
+    );
+}
+
+/// The summary of a finished download on stderr: what this run fetched
+/// and every peer it banned, by node id.
+fn report_finished(s: &TorrentStatus, resumed: u32) {
+    eprintln!(
+        "finished: downloaded={} resumed={} pieces={} failed={} banned={}",
+        s.pieces_downloaded,
+        resumed,
+        s.pieces,
+        s.pieces_failed,
+        s.banned.len()
+    );
+    for node in &s.banned {
+        let hex: String = node.iter().map(|b| format!("{b:02x}")).collect();
+        eprintln!("banned peer {hex} (sent pieces that failed verification)");
     }
 }

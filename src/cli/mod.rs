@@ -1,12 +1,18 @@
 //! Subcommands of the `shoal` binary. Each module owns its clap arguments
 //! and a `run` function; shared helpers for reading inputs live here.
 
+pub mod add;
+pub mod api_client;
 pub mod create;
+pub mod demo;
 pub mod fetch;
+pub mod ls;
 pub mod node;
 pub mod peer;
+pub mod rm;
 pub mod seed;
 pub mod show;
+pub mod status;
 pub mod verify;
 
 use std::path::Path;

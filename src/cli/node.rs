@@ -1,5 +1,8 @@
 //! `shoal node` and `shoal tracker`: run the long-lived daemon until
 //! SIGINT or SIGTERM, then shut down gracefully within a bounded time.
+//! `shoal node` runs the mesh (torrents over QUIC, the REST API) and, with
+//! `--tracker`, the tracker role too; `shoal tracker` runs only the
+//! tracker role.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +36,13 @@ pub struct NodeArgs {
     /// Gossip (libp2p TCP) listen address [default: 127.0.0.1:7881].
     #[arg(long, env = "SHOAL_GOSSIP", value_name = "ADDR")]
     pub gossip: Option<SocketAddr>,
+    /// QUIC (UDP) listen address of the mesh [default: 0.0.0.0:7883].
+    #[arg(long, env = "SHOAL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Where torrents added without a target directory go [default:
+    /// ./downloads].
+    #[arg(long, env = "SHOAL_DOWNLOAD_DIR", value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
     /// A node to join, as host:port or a multiaddr; repeat for several.
     #[arg(long, env = "SHOAL_JOIN", value_name = "ADDR", value_delimiter = ',')]
     pub join: Vec<String>,
@@ -53,6 +63,16 @@ impl NodeArgs {
         }
         if self.tracker || force_tracker {
             c.tracker.enabled = true;
+        }
+        // `shoal tracker` is the tracker role alone: no mesh, no storage.
+        if force_tracker {
+            c.mesh.enabled = false;
+        }
+        if let Some(l) = self.listen {
+            c.mesh.listen = l;
+        }
+        if let Some(d) = &self.download_dir {
+            c.mesh.download_dir = d.clone();
         }
         if let Some(h) = self.http {
             c.http.listen = h;

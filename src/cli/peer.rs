@@ -44,6 +44,24 @@ pub async fn start(
     role: Role,
     trackers: Vec<Vec<String>>,
 ) -> anyhow::Result<Running> {
+    open(data_dir, listen)
+        .await?
+        .start(meta, target_dir, role, trackers)
+        .await
+}
+
+/// A node's storage, endpoint and mesh, before any torrent runs on it (a
+/// magnet link is resolved on it first).
+pub struct Base {
+    pub mesh: Mesh,
+    pub listen: SocketAddr,
+    storage: StorageHandle,
+    storage_stop: CancellationToken,
+    endpoint_stop: CancellationToken,
+}
+
+/// Opens storage in `data_dir` and binds `listen`.
+pub async fn open(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Base> {
     install_crypto_provider();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("{}: cannot create", data_dir.display()))?;
@@ -58,41 +76,63 @@ pub async fn start(
     let transport = TransportConfig::default();
     let endpoint =
         Endpoint::from_socket(&keypair, socket, transport.clone(), endpoint_stop.clone())?;
-    let node_id = endpoint.node_id();
     let mesh = Mesh::new(endpoint, storage.clone());
-    let total = meta.info.total_length();
-    let piece_length = meta.info.piece_length;
-    let torrent = mesh
-        .start(StartTorrent {
-            metainfo: meta,
-            target_dir,
-            role,
-            peers: Vec::new(),
-            config: SwarmConfig::default(),
-            seed: u64::from_le_bytes(node_id[..8].try_into().unwrap_or([0; 8])),
-        })
-        .await?;
-    let announcer = if trackers.iter().all(|t| t.is_empty()) {
-        tracing::warn!("the torrent names no tracker; waiting for peers to dial us");
-        None
-    } else {
-        let cfg = AnnounceConfig::new(trackers, listen.port(), node_id, total, piece_length);
-        Some(shoal::announce::spawn(
-            torrent.clone(),
-            cfg,
-            &keypair,
-            &transport,
-        )?)
-    };
-    Ok(Running {
+    Ok(Base {
         mesh,
-        torrent,
-        announcer,
         listen,
         storage,
         storage_stop,
         endpoint_stop,
     })
+}
+
+impl Base {
+    /// Starts `meta` as `role` with content in `target_dir` and announces
+    /// to `trackers`.
+    pub async fn start(
+        self,
+        meta: Metainfo,
+        target_dir: PathBuf,
+        role: Role,
+        trackers: Vec<Vec<String>>,
+    ) -> anyhow::Result<Running> {
+        let Base {
+            mesh,
+            listen,
+            storage,
+            storage_stop,
+            endpoint_stop,
+        } = self;
+        let node_id = mesh.endpoint().node_id();
+        let total = meta.info.total_length();
+        let piece_length = meta.info.piece_length;
+        let torrent = mesh
+            .start(StartTorrent {
+                metainfo: meta,
+                target_dir,
+                role,
+                peers: Vec::new(),
+                config: SwarmConfig::default(),
+                seed: u64::from_le_bytes(node_id[..8].try_into().unwrap_or([0; 8])),
+            })
+            .await?;
+        let announcer = if trackers.iter().all(|t| t.is_empty()) {
+            tracing::warn!("the torrent names no tracker; waiting for peers to dial us");
+            None
+        } else {
+            let cfg = AnnounceConfig::new(trackers, listen.port(), node_id, total, piece_length);
+            Some(shoal::announce::start(torrent.clone(), cfg)?)
+        };
+        Ok(Running {
+            mesh,
+            torrent,
+            announcer,
+            listen,
+            storage,
+            storage_stop,
+            endpoint_stop,
+        })
+    }
 }
 
 impl Running {

@@ -42,6 +42,14 @@ pub struct SeedArgs {
     /// QUIC (UDP) listen address.
     #[arg(long, value_name = "ADDR", default_value = peer::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Upload limit of the node in bytes per second, such as 500K or 10M
+    /// (binary units: 1M is 1 MiB/s) [default: unlimited].
+    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
+    pub max_upload_rate: Option<u64>,
+    /// Download limit of the node in bytes per second, such as 500K or 10M
+    /// [default: unlimited].
+    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
+    pub max_download_rate: Option<u64>,
 }
 
 pub fn run(a: SeedArgs) -> anyhow::Result<ExitCode> {
@@ -105,6 +113,11 @@ pub fn run(a: SeedArgs) -> anyhow::Result<ExitCode> {
         let signals = peer::watch_signals()?;
         let running =
             peer::start(&a.data_dir, a.listen, meta, target_dir, Role::Seed, tiers).await?;
+        running
+            .mesh
+            .endpoint()
+            .rates()
+            .set_node(a.max_upload_rate, a.max_download_rate);
         let status = running.torrent.status().await?;
         if !status.complete {
             running.stop().await;

@@ -1,5 +1,6 @@
 //! The node's HTTP server: the BitTorrent tracker facade (`/announce`,
-//! `/scrape`), `/stats`, and (as they arrive) the API and metrics.
+//! `/scrape`), `/stats`, the REST API (`/api/v1/...`, `api.rs`) and
+//! `/metrics` (`metrics.rs`).
 //!
 //! The accept loop is our own, in the mini-redis style: the listener is
 //! injected (tests bind port 0 and read the address), a semaphore bounds
@@ -9,6 +10,9 @@
 //! hot path, and they always answer 200 with a bencoded body, as BitTorrent
 //! clients expect even for errors.
 
+pub mod api;
+pub mod client;
+pub mod metrics;
 mod stats;
 
 use std::convert::Infallible;
@@ -43,6 +47,10 @@ pub struct AppState {
     pub started_ms: u64,
     /// The node's clock, the same one gossip stamps its status with.
     pub wall: crate::tracker::WallClock,
+    /// The torrent manager, when the node runs the mesh.
+    pub torrents: Option<crate::torrents::Torrents>,
+    /// Where HTTP is served.
+    pub http_addr: SocketAddr,
 }
 
 fn bencoded(body: Vec<u8>) -> Response<Body> {
@@ -58,6 +66,10 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/stats", axum::routing::get(stats::stats))
         .route("/", axum::routing::get(stats::index))
+        .route("/metrics", axum::routing::get(metrics::metrics))
+        .merge(api::routes())
+        .route("/api", axum::routing::any(api::not_found))
+        .route("/api/{*rest}", axum::routing::any(api::not_found))
         .with_state(state)
 }
 

@@ -96,7 +96,7 @@ pub async fn stats(State(state): State<AppState>, Query(q): Query<StatsQuery>) -
 
 /// `GET /`: a pointer to what this node serves.
 pub async fn index() -> Html<&'static str> {
-    Html("<!doctype html><title>shoal</title><h1>shoal node</h1><ul><li><a href=\"/stats\">/stats</a> (<a href=\"/stats?format=json\">json</a>)</li><li>/announce, /scrape: BitTorrent tracker facade</li></ul>")
+    Html("<!doctype html><title>shoal</title><h1>shoal node</h1><ul><li><a href=\"/stats\">/stats</a> (<a href=\"/stats?format=json\">json</a>)</li><li><a href=\"/api/v1/torrents\">/api/v1/torrents</a>, <a href=\"/api/v1/node\">/api/v1/node</a>: the REST API</li><li><a href=\"/metrics\">/metrics</a>: Prometheus</li><li>/announce, /scrape: BitTorrent tracker facade</li></ul>")
 }
 
 fn esc(s: &str) -> String {

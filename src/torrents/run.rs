@@ -1,0 +1,436 @@
+//! One torrent's run inside the manager: starting its swarm and announcer
+//! in the background, watching it complete (re-check, then the hook),
+//! stopping it, sampling rates, and applying rate limits.
+//!
+//! Invariants this module keeps:
+//! - A start or a watcher acts only while its entry's generation is the
+//!   one it was started with; otherwise it stops what it made and leaves
+//!   the entry alone.
+//! - The watcher learns it may proceed only after its run is installed in
+//!   the entry, so a torrent that completes at once is still reported in
+//!   order (downloading, verifying, seeding).
+//! - Tasks hold the manager weakly: dropping the manager ends them.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use shoal_proto::swarm::SwarmConfig;
+use shoal_proto::InfoHash;
+use tokio::sync::oneshot;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::view::{Counters, Limits, PeerView, State, TorrentDetail};
+use super::{lock, Entry, Inner};
+use crate::announce::{AnnounceConfig, AnnouncerHandle};
+use crate::check::{check, PieceState};
+use crate::disk::{default_threads, Layout};
+use crate::storage::TorrentSettings;
+use crate::swarm::{Mesh, Role, StartTorrent, TorrentHandle, TorrentStatus};
+
+/// How often rates are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Bound on one announcer's `stopped`.
+const ANNOUNCE_STOP: Duration = Duration::from_secs(5);
+
+/// A running swarm and what hangs off it.
+pub(crate) struct Running {
+    pub(crate) handle: TorrentHandle,
+    announcer: Option<AnnouncerHandle>,
+    _watcher: AbortOnDropHandle<()>,
+}
+
+/// Rates over the last sample interval.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Rates {
+    pub(crate) down: u64,
+    pub(crate) up: u64,
+    last: Option<(Instant, u64, u64)>,
+}
+
+/// The swarm tunables the config sets, over proto's defaults.
+fn swarm_config(cfg: &crate::config::MeshConfig) -> SwarmConfig {
+    let mut c = SwarmConfig::default();
+    if let Some(n) = cfg.unchoke_slots {
+        c.unchoke_slots = n;
+    }
+    if let Some(n) = cfg.optimistic_slots {
+        c.optimistic_slots = n;
+    }
+    if let Some(n) = cfg.max_queue_blocks {
+        c.max_queue_blocks = n;
+    }
+    c
+}
+
+/// Starts `ih` in the background as `role`; the task is owned by the
+/// entry.
+pub(crate) fn spawn_start(inner: &Arc<Inner>, ih: InfoHash, role: Role) {
+    let mut entries = lock(&inner.entries);
+    let Some(e) = entries.get_mut(&ih) else {
+        return;
+    };
+    e.generation += 1;
+    e.state = State::Starting;
+    e.error = None;
+    let task = tokio::spawn(start(Arc::downgrade(inner), ih, e.generation, role));
+    e.starting = Some(AbortOnDropHandle::new(task));
+}
+
+async fn start(weak: Weak<Inner>, ih: InfoHash, generation: u64, role: Role) {
+    let Some(inner) = weak.upgrade() else { return };
+    let Some((meta, target_dir)) = lock(&inner.entries)
+        .get(&ih)
+        .map(|e| (e.meta.clone(), e.target_dir.clone()))
+    else {
+        return;
+    };
+    let seed = u64::from_le_bytes(inner.node_id[..8].try_into().unwrap_or([0; 8]))
+        ^ u64::from_le_bytes(ih.0[..8].try_into().unwrap_or([0; 8]));
+    let started = inner
+        .mesh
+        .start(StartTorrent {
+            metainfo: (*meta).clone(),
+            target_dir,
+            role,
+            peers: Vec::new(),
+            config: swarm_config(&inner.cfg),
+            seed,
+        })
+        .await;
+    let handle = match started {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(%ih, error = %e, "torrent did not start");
+            if let Some(en) = lock(&inner.entries).get_mut(&ih) {
+                if en.generation == generation {
+                    en.state = State::Failed;
+                    en.error = Some(e.to_string());
+                }
+            }
+            return;
+        }
+    };
+    let status = match handle.status().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%ih, error = %e, "torrent stopped at start");
+            return;
+        }
+    };
+    let announcer = spawn_announcer(&inner, &handle, &meta);
+    let (go, go_rx) = oneshot::channel();
+    let watcher = tokio::spawn(watch(
+        weak.clone(),
+        ih,
+        generation,
+        handle.clone(),
+        status.have,
+        go_rx,
+    ));
+    let run = Running {
+        handle,
+        announcer,
+        _watcher: AbortOnDropHandle::new(watcher),
+    };
+    // Our own abort handle: dropped only after the last await, since
+    // dropping it aborts this task.
+    let mut me = None;
+    let stale = {
+        let mut entries = lock(&inner.entries);
+        match entries.get_mut(&ih) {
+            Some(e) if e.generation == generation => {
+                e.have = status.have;
+                e.have_at_start = status.have;
+                e.import = false;
+                e.state = if status.complete {
+                    State::Seeding
+                } else {
+                    State::Downloading
+                };
+                e.running = Some(run);
+                me = e.starting.take();
+                None
+            }
+            _ => Some(run),
+        }
+    };
+    match stale {
+        Some(run) => stop_running(&inner, ih, run).await,
+        None => {
+            let _ = go.send(());
+            tracing::info!(%ih, have = status.have, pieces = status.pieces, "torrent running");
+        }
+    }
+    drop(me);
+}
+
+fn spawn_announcer(
+    inner: &Inner,
+    handle: &TorrentHandle,
+    meta: &shoal_proto::Metainfo,
+) -> Option<AnnouncerHandle> {
+    let tiers = meta.tracker_tiers();
+    if tiers.iter().all(|t| t.is_empty()) && inner.gossip_trackers.is_none() {
+        tracing::info!(ih = %meta.info_hash, "the torrent names no tracker");
+        return None;
+    }
+    let mut cfg = AnnounceConfig::new(
+        tiers,
+        inner.listen.port(),
+        inner.node_id,
+        meta.info.total_length(),
+        meta.info.piece_length,
+    );
+    // Tracker nodes learned by gossip stand in when the torrent's own
+    // trackers fail, or when it names none.
+    cfg.gossip_trackers = inner.gossip_trackers.clone();
+    match crate::announce::start(handle.clone(), cfg) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(ih = %meta.info_hash, error = %e, "not announcing");
+            None
+        }
+    }
+}
+
+/// Waits for the torrent to complete; when it completed in this run,
+/// re-checks the content (if configured), then reports it and runs the
+/// hook. A failed re-check stops the swarm and reports the bad pieces.
+async fn watch(
+    weak: Weak<Inner>,
+    ih: InfoHash,
+    generation: u64,
+    handle: TorrentHandle,
+    have_at_start: u32,
+    go: oneshot::Receiver<()>,
+) {
+    if go.await.is_err() || handle.wait_complete().await.is_err() {
+        return;
+    }
+    let Some(inner) = weak.upgrade() else { return };
+    let Some((meta, target_dir)) = lock(&inner.entries)
+        .get(&ih)
+        .map(|e| (e.meta.clone(), e.target_dir.clone()))
+    else {
+        return;
+    };
+    if have_at_start >= meta.info.piece_count() {
+        return;
+    }
+    let set = |f: &dyn Fn(&mut Entry)| -> bool {
+        match lock(&inner.entries).get_mut(&ih) {
+            Some(e) if e.generation == generation => {
+                f(e);
+                true
+            }
+            _ => false,
+        }
+    };
+    if inner.cfg.verify_on_complete {
+        if !set(&|e| e.state = State::Verifying) {
+            return;
+        }
+        tracing::info!(%ih, "download complete; re-checking the content");
+        let (info, dir) = (meta.clone(), target_dir.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            let layout = Layout::in_dir(&info.info, &dir);
+            check(&info.info, &layout, default_threads(), &AtomicU64::new(0))
+        })
+        .await;
+        let failure = match report {
+            Ok(Ok(r)) if r.is_complete() => None,
+            Ok(Ok(r)) => {
+                let mut bad = r.indices(PieceState::Bad);
+                bad.extend(r.indices(PieceState::Missing));
+                bad.sort_unstable();
+                Some((
+                    format!("{} pieces failed the completion re-check", bad.len()),
+                    bad,
+                ))
+            }
+            Ok(Err(e)) => Some((format!("cannot re-check the content: {e}"), Vec::new())),
+            Err(e) => Some((format!("re-check task failed: {e}"), Vec::new())),
+        };
+        if let Some((why, bad)) = failure {
+            tracing::error!(%ih, bad = bad.len(), "{why}");
+            let mut running = None;
+            set(&|e| {
+                e.state = State::Failed;
+                e.error = Some(why.clone());
+                e.bad_pieces = bad.clone();
+            });
+            if let Some(e) = lock(&inner.entries).get_mut(&ih) {
+                if e.generation == generation {
+                    e.generation += 1;
+                    running = e.running.take();
+                }
+            }
+            // Corrupt data must not be served. Stopping the run drops
+            // this task's own abort handle last, after every await.
+            if let Some(r) = running {
+                let Running {
+                    handle,
+                    announcer,
+                    _watcher: watcher,
+                } = r;
+                stop_parts(&inner, ih, handle, announcer).await;
+                drop(watcher);
+            }
+            return;
+        }
+    }
+    if !set(&|e| e.state = State::Seeding) {
+        return;
+    }
+    let content = target_dir.join(&meta.info.name);
+    tracing::info!(%ih, path = %content.display(), "torrent complete and verified");
+    if let Some(cmd) = inner.cfg.on_complete.clone() {
+        run_hook(cmd, ih, content).await;
+    }
+}
+
+/// Runs the `on_complete` hook with `sh -c`, logging how it ended.
+async fn run_hook(cmd: String, ih: InfoHash, content: std::path::PathBuf) {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&cmd)
+        .env("SHOAL_INFOHASH", ih.to_hex())
+        .env("SHOAL_PATH", &content)
+        .stdin(std::process::Stdio::null());
+    match tokio::task::spawn_blocking(move || command.status()).await {
+        Ok(Ok(s)) if s.success() => tracing::info!(%ih, "on_complete hook done"),
+        Ok(Ok(s)) => tracing::warn!(%ih, status = %s, "on_complete hook failed"),
+        Ok(Err(e)) => tracing::warn!(%ih, error = %e, "cannot run the on_complete hook"),
+        Err(e) => tracing::warn!(%ih, error = %e, "on_complete hook task failed"),
+    }
+}
+
+/// Announces `stopped`, keeps the run's counters and stops its swarm.
+pub(crate) async fn stop_running(inner: &Inner, ih: InfoHash, run: Running) {
+    let Running {
+        handle, announcer, ..
+    } = run;
+    stop_parts(inner, ih, handle, announcer).await;
+}
+
+async fn stop_parts(
+    inner: &Inner,
+    ih: InfoHash,
+    handle: TorrentHandle,
+    announcer: Option<AnnouncerHandle>,
+) {
+    if let Some(a) = announcer {
+        let _ = tokio::time::timeout(ANNOUNCE_STOP, a.stop()).await;
+    }
+    if let Ok(s) = handle.status().await {
+        let run = Counters {
+            downloaded_bytes: s.stats.downloaded,
+            uploaded_bytes: s.stats.uploaded,
+            pieces_verified: u64::from(s.pieces_downloaded),
+            pieces_failed: u64::from(s.pieces_failed),
+            peers: 0,
+        };
+        add_counters(&mut lock(&inner.totals), &run);
+        if let Some(e) = lock(&inner.entries).get_mut(&ih) {
+            add_counters(&mut e.prior, &run);
+            e.have = s.have;
+        }
+    }
+    inner.mesh.stop(&handle).await;
+}
+
+fn add_counters(to: &mut Counters, c: &Counters) {
+    to.downloaded_bytes += c.downloaded_bytes;
+    to.uploaded_bytes += c.uploaded_bytes;
+    to.pieces_verified += c.pieces_verified;
+    to.pieces_failed += c.pieces_failed;
+}
+
+/// The detail of an entry, with its swarm's live status when it runs.
+pub(crate) fn detail(ih: InfoHash, e: &Entry, status: Option<&TorrentStatus>) -> TorrentDetail {
+    let torrent = e.view(ih, status);
+    let hex = |id: &[u8]| shoal_proto::infohash::hex(id);
+    let (peer_list, banned) = match status {
+        Some(s) => {
+            let peers = s
+                .peers
+                .iter()
+                .map(|id| {
+                    let score = s.scores.iter().find(|(n, _)| n == id).map(|(_, sc)| *sc);
+                    PeerView {
+                        node_id: hex(id),
+                        addr: None,
+                        bad_pieces: score.map_or(0.0, |sc| sc.bad_pieces),
+                        banned: score.is_some_and(|sc| sc.banned),
+                    }
+                })
+                .collect();
+            (peers, s.banned.iter().map(|id| hex(id)).collect())
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    TorrentDetail {
+        torrent,
+        have_at_start: e.have_at_start,
+        pieces_downloaded: status.map_or(0, |s| s.pieces_downloaded),
+        pieces_failed: status.map_or(0, |s| s.pieces_failed),
+        downloaded_bytes: e.prior.downloaded_bytes + status.map_or(0, |s| s.stats.downloaded),
+        uploaded_bytes: e.prior.uploaded_bytes + status.map_or(0, |s| s.stats.uploaded),
+        peer_list,
+        banned,
+        bad_pieces: e.bad_pieces.clone(),
+        trackers: e.meta.tracker_tiers(),
+    }
+}
+
+/// Every second, samples each running swarm's byte counters into rates.
+pub(crate) async fn sample(weak: Weak<Inner>) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let handles: Vec<_> = lock(&inner.entries)
+            .iter()
+            .filter_map(|(ih, e)| e.running.as_ref().map(|r| (*ih, r.handle.clone())))
+            .collect();
+        for (ih, h) in handles {
+            let Ok(s) = h.status().await else { continue };
+            let now = Instant::now();
+            let mut entries = lock(&inner.entries);
+            let Some(e) = entries.get_mut(&ih) else {
+                continue;
+            };
+            e.have = s.have;
+            let (down, up) = (s.stats.downloaded, s.stats.uploaded);
+            if let Some((then, d0, u0)) = e.rates.last {
+                let secs = now.duration_since(then).as_secs_f64().max(0.001);
+                e.rates.down = (down.saturating_sub(d0) as f64 / secs) as u64;
+                e.rates.up = (up.saturating_sub(u0) as f64 / secs) as u64;
+            }
+            e.rates.last = Some((now, down, up));
+        }
+    }
+}
+
+/// Applies node-wide limits to the endpoint's rate limiter.
+pub(crate) fn apply_node_limits(mesh: &Mesh, limits: Limits) {
+    mesh.endpoint()
+        .rates()
+        .set_node(limits.upload, limits.download);
+}
+
+/// Applies a torrent's limits to the endpoint's rate limiter.
+pub(crate) fn apply_torrent_limits(mesh: &Mesh, ih: InfoHash, s: &TorrentSettings) {
+    mesh.endpoint()
+        .rates()
+        .set_torrent(ih, s.upload_limit, s.download_limit);
+}
+
+/// Drops a removed torrent's limiter.
+pub(crate) fn forget_torrent_limits(mesh: &Mesh, ih: InfoHash) {
+    mesh.endpoint().rates().remove_torrent(ih);
+}
