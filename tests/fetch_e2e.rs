@@ -239,19 +239,126 @@ fn seed_and_two_fetches_through_a_real_tracker() {
     drop(tracker);
 }
 
+/// A magnet link with only the infohash and a tracker: `shoal fetch`
+/// finds the seed through the tracker, fetches the info dictionary from it
+/// (checked against the infohash), then the data.
 #[test]
-fn fetch_refuses_magnet_links_clearly() {
+fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
     let dir = tempdir();
+    let root = dir.path();
+    let tracker = NodeProc::start(
+        &root.join("tracker"),
+        &NodeOpts {
+            tracker: true,
+            ..NodeOpts::default()
+        },
+    );
+    let data = root.join("src").join("image.bin");
+    // Enough pieces that the info dictionary spans several 16 KiB
+    // metadata pieces: 640 pieces of 32 KiB, 52 bytes of hashes each.
+    write_data(&data, 20 * 1024 * 1024 + 777, 7);
+    let torrent = root.join("image.torrent");
+    common::run_ok(
+        shoal()
+            .arg("create")
+            .arg(&data)
+            .arg("-o")
+            .arg(&torrent)
+            .arg("--piece-size")
+            .arg("32K")
+            .arg("-t")
+            .arg(tracker.announce_url()),
+    );
+    let meta = shoal_proto::Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    assert!(
+        meta.info_bytes.len() > 2 * 16 * 1024,
+        "info dictionary of {} bytes fits in fewer than three metadata pieces",
+        meta.info_bytes.len()
+    );
+    let mut seed = Proc::spawn(
+        "seed",
+        shoal()
+            .arg("seed")
+            .arg(&data)
+            .arg("--torrent")
+            .arg(&torrent)
+            .arg("--data-dir")
+            .arg(root.join("seed-data"))
+            .arg("--listen")
+            .arg("127.0.0.1:0"),
+        &root.join("seed.log"),
+    );
+    let infohash = seed.line("infohash ", Duration::from_secs(60));
+    seed.line("listening on ", Duration::from_secs(30));
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{infohash}&dn=image.bin&tr={}",
+        shoal_proto::magnet::percent_encode(&tracker.announce_url())
+    );
+    let mut fetch = Proc::spawn(
+        "fetch",
+        shoal()
+            .arg("fetch")
+            .arg(&magnet)
+            .arg("-o")
+            .arg(root.join("out"))
+            .arg("--data-dir")
+            .arg(root.join("fetch-data"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--magnet-timeout")
+            .arg("60s"),
+        &root.join("fetch.log"),
+    );
+    assert_eq!(fetch.line("infohash ", Duration::from_secs(90)), infohash);
+    let status = fetch.wait(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "fetch exited with {status}; log:\n{}",
+        fetch.log_text()
+    );
+    let got = std::fs::read(root.join("out").join("image.bin")).unwrap();
+    assert!(got == std::fs::read(&data).unwrap(), "output differs");
+    let status = seed.terminate(Duration::from_secs(20));
+    assert!(status.success(), "seed: {status}; {}", seed.log_text());
+}
+
+/// A magnet link whose infohash no peer serves fails with a clear error
+/// once its timeout has passed, not before and not much after.
+#[test]
+fn magnet_with_an_unknown_infohash_fails_clearly_within_its_timeout() {
+    let dir = tempdir();
+    let root = dir.path();
+    let tracker = NodeProc::start(
+        &root.join("tracker"),
+        &NodeOpts {
+            tracker: true,
+            ..NodeOpts::default()
+        },
+    );
+    let magnet = format!(
+        "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&tr={}",
+        shoal_proto::magnet::percent_encode(&tracker.announce_url())
+    );
+    let started = Instant::now();
     let out = shoal()
         .arg("fetch")
-        .arg("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
+        .arg(&magnet)
         .arg("-o")
-        .arg(dir.path().join("out"))
+        .arg(root.join("out"))
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(root.join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--magnet-timeout")
+        .arg("3s")
         .output()
         .unwrap();
+    let took = started.elapsed();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not yet supported"), "{err}");
+    assert!(err.contains("cannot resolve the magnet link"), "{err}");
+    assert!(err.contains("no peer delivered the metadata"), "{err}");
+    assert!(took >= Duration::from_secs(3), "gave up early: {took:?}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(!root.join("out").join("image.bin").exists());
 }

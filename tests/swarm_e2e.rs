@@ -4,22 +4,17 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use libp2p::identity::Keypair;
 use shoal::check::check;
-use shoal::create::{create, CreateOptions, Source};
 use shoal::disk::Layout;
-use shoal::storage::{Storage, StorageConfig, StorageHandle};
-use shoal::swarm::{Mesh, PeerDial, Role, StartTorrent, TorrentHandle};
-use shoal::transport::{install_crypto_provider, Endpoint, TransportConfig};
-use shoal_proto::swarm::SwarmConfig;
+use shoal::swarm::{PeerDial, Role, StartTorrent, TorrentHandle};
 use shoal_proto::Metainfo;
-use tokio_util::sync::CancellationToken;
+
+use common::mesh::MeshNode as Node;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const PIECE: u64 = 256 * 1024;
@@ -44,16 +39,7 @@ impl Fixture {
         let content = common::data(len, 42);
         let src = dir.path().join("image.bin");
         std::fs::write(&src, &content).unwrap();
-        let opts = CreateOptions {
-            trackers: vec![],
-            piece_length: Some(PIECE),
-            private: false,
-            comment: None,
-            blake3: true,
-            threads: 1,
-            creation_date: None,
-        };
-        let meta = create(&Source::scan(&src).unwrap(), &opts, &AtomicU64::new(0)).unwrap();
+        let meta = common::mesh::make_torrent(&src, Some(PIECE), vec![]);
         Fixture {
             dir: dir.path().to_path_buf(),
             _dir: dir,
@@ -86,81 +72,16 @@ impl Fixture {
     }
 
     fn start(&self, target: &Path, role: Role, peers: Vec<PeerDial>) -> StartTorrent {
-        StartTorrent {
-            metainfo: self.meta.clone(),
-            target_dir: target.to_path_buf(),
-            role,
-            peers,
-            config: SwarmConfig::default(),
-            seed: 7,
-        }
-    }
-}
-
-/// One node: endpoint, storage and mesh.
-struct Node {
-    mesh: Mesh,
-    storage: StorageHandle,
-    storage_stop: CancellationToken,
-    endpoint_stop: CancellationToken,
-}
-
-impl Node {
-    async fn new(data_dir: &Path) -> Node {
-        install_crypto_provider();
-        let storage_stop = CancellationToken::new();
-        let storage = Storage::spawn(data_dir, StorageConfig::default(), storage_stop.clone())
-            .await
-            .unwrap();
-        let endpoint_stop = CancellationToken::new();
-        let endpoint = Endpoint::from_socket(
-            &Keypair::generate_ed25519(),
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-            TransportConfig::default(),
-            endpoint_stop.clone(),
-        )
-        .unwrap();
-        Node {
-            mesh: Mesh::new(endpoint, storage.clone()),
-            storage,
-            storage_stop,
-            endpoint_stop,
-        }
-    }
-
-    fn dial(&self) -> PeerDial {
-        let ep = self.mesh.endpoint();
-        PeerDial {
-            addr: ep.local_addr().unwrap(),
-            node_id: ep.node_id(),
-        }
-    }
-
-    /// Stops everything and waits until storage has closed its database.
-    async fn stop(self, torrent: TorrentHandle) {
-        self.mesh.stop(&torrent).await;
-        drop(torrent);
-        self.endpoint_stop.cancel();
-        drop(self.mesh);
-        self.storage_stop.cancel();
-        self.storage.stopped().await;
+        common::mesh::start(&self.meta, target, role, peers)
     }
 }
 
 async fn wait_until(
     what: &str,
     t: &TorrentHandle,
-    mut ok: impl FnMut(&shoal::swarm::TorrentStatus) -> bool,
+    ok: impl FnMut(&shoal::swarm::TorrentStatus) -> bool,
 ) {
-    within(what, async {
-        loop {
-            if ok(&t.status().await.unwrap()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
+    common::mesh::wait_status(what, LIMIT, t, ok).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +245,7 @@ async fn corrupt_seed_is_blamed_banned_and_leecher_completes_from_honest_one() {
         .start(fx.start(&target, Role::Leech, vec![bad.dial()]))
         .await
         .unwrap();
-    let bad_id = bad.dial().node_id;
+    let bad_id = bad.mesh.endpoint().node_id();
     wait_until("a bad piece is caught", &lt, |s| s.pieces_failed >= 1).await;
     // It was dropped; let it back in until a second bad piece bans it.
     within("the corrupt seed is banned", async {
@@ -380,7 +301,7 @@ async fn unknown_torrent_is_refused() {
         "dial",
         other.mesh.endpoint().dial(
             target.addr,
-            Some(target.node_id),
+            target.node_id,
             shoal_proto::InfoHash([9; 20]),
             session,
         ),

@@ -716,3 +716,39 @@ fn tls_stack_does_not_pull_in_ring() {
         );
     }
 }
+
+/// A dial by bare address learns the node id from TLS before any shoal
+/// byte: the owner can then refuse it (a duplicate, say), and the listener
+/// sees the connection closed with that code; or go ahead with the
+/// handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_names_the_peer_before_the_handshake() {
+    let (a, b) = (endpoint(), endpoint());
+    let listener = {
+        let b = b.clone();
+        tokio::spawn(async move { b.accept().await.expect("incoming").handshake().await })
+    };
+    let out = within(a.connect(addr(&b), None)).await.expect("TLS up");
+    assert_eq!(out.peer(), b.node_id());
+    assert_eq!(out.remote_addr(), addr(&b));
+    out.refuse(CloseCode::Duplicate);
+    let seen = within(listener).await.expect("join");
+    let e = seen.expect_err("refused before any handshake");
+    assert_eq!(e.refused_code(), Some(CloseCode::Duplicate), "{e}");
+
+    let (out, accepted) = within(async {
+        tokio::join!(
+            async {
+                let out = a.connect(addr(&b), None).await.expect("TLS up");
+                let (s, rx) = session(Message::HaveNone);
+                (out.handshake(IH, s).await, rx)
+            },
+            accept_one(&b, IH)
+        )
+    })
+    .await;
+    let (ab, _a_rx) = (out.0.expect("handshake"), out.1);
+    let (ba, _b_rx) = accepted.expect("accepted");
+    assert_eq!(ab.peer(), b.node_id());
+    assert_eq!(ba.peer(), a.node_id());
+}

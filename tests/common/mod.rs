@@ -136,4 +136,7 @@ pub fn p(dir: &Path, rel: &str) -> PathBuf {
     dir.join(rel)
 }
 pub mod clients;
+pub mod mesh;
+pub mod netns;
 pub mod node;
+pub mod proc;

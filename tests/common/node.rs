@@ -620,3 +620,67 @@ impl Model {
         self.peers.values().map(|s| s.len()).sum()
     }
 }
+
+// ---------------------------------------------------------------------
+// The full daemon (`shoal node` with the mesh) and its REST API.
+// ---------------------------------------------------------------------
+
+/// Starts `shoal node` (with `--tracker` when `tracker`) with HTTP, gossip
+/// and QUIC on 127.0.0.1 port 0, data in `dir/data`, downloads in
+/// `dir/downloads`, and `extra_config` appended to its config file. The
+/// same `dir` restarts the same node.
+pub fn start_mesh_node(dir: &Path, tracker: bool, extra_config: &str) -> NodeProc {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("shoal.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n{extra_config}", dir.join("data")),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.arg("node");
+    if tracker {
+        cmd.arg("--tracker");
+    }
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--download-dir")
+        .arg(dir.join("downloads"));
+    // Each start appends to the log, so a restarted node's history stays.
+    let log = dir.join(format!(
+        "node-{}.log",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    NodeProc::spawn(cmd, &log, &dir.join("data"))
+}
+
+/// One API request; returns the status and the body as JSON (`Null` when
+/// the body is not JSON).
+pub fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if let Some(ct) = content_type {
+        req.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    let (status, body) = http_raw(addr, &req);
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}

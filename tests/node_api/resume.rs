@@ -1,0 +1,195 @@
+//! What survives: a SIGKILLed node resumes from its durable bitfield, a
+//! restarted one keeps its paused flag and limits, and a download whose
+//! content fails the completion re-check is failed, never complete.
+
+use std::time::{Duration, Instant};
+
+use super::common::node::{api, start_mesh_node};
+use super::common::{tempdir, write_data};
+use super::{get, seeded, wait_state, wait_until, LIMIT};
+
+#[test]
+fn sigkill_mid_download_resumes_from_sled() {
+    let dir = tempdir();
+    let root = dir.path();
+    let sd = seeded(root, 16 << 20);
+    // 16 MiB at 2 MB/s: about 8 s, time to kill it in the middle.
+    let cfg = "[mesh]\ndownload_limit = 2000000\n";
+    let leech_dir = root.join("leech");
+    let mut node = start_mesh_node(&leech_dir, false, cfg);
+    let bytes = std::fs::read(&sd.torrent).unwrap();
+    let (code, v) = api(
+        node.http,
+        "POST",
+        "/api/v1/torrents",
+        Some("application/x-bittorrent"),
+        &bytes,
+    );
+    assert_eq!(code, 201, "{v}");
+    let quarter = sd.pieces / 4;
+    let before = wait_until(&node, &sd.ih, "a quarter of the pieces", |v| {
+        v["have"].as_u64().unwrap() >= quarter
+    });
+    let had = before["have"].as_u64().unwrap();
+    assert!(had < sd.pieces, "finished before the kill");
+    node.kill();
+
+    // The first seed still holds the dead process's connection until QUIC's
+    // idle timeout (two minutes) and refuses the restarted node as a
+    // duplicate meanwhile; a second seed that never met it serves the rest
+    // at once. What is under test is the resume, not the reconnect.
+    let seed2_dir = root.join("seed2");
+    let seed2 = start_mesh_node(&seed2_dir, false, "");
+    write_data(
+        &seed2_dir.join("downloads").join("image.bin"),
+        sd.data.len(),
+        7,
+    );
+    let (code, v) = api(
+        seed2.http,
+        "POST",
+        "/api/v1/torrents",
+        Some("application/x-bittorrent"),
+        &bytes,
+    );
+    assert_eq!(code, 201, "{v}");
+    wait_state(&seed2, &sd.ih, "seeding", LIMIT);
+
+    // Restarted on the same data directory, it finds the torrent in sled
+    // and carries on by itself; nobody adds it again.
+    let node = start_mesh_node(&leech_dir, false, cfg);
+    let done = wait_state(&node, &sd.ih, "seeding", LIMIT);
+    let at_start = done["have_at_start"].as_u64().unwrap();
+    let fetched = done["pieces_downloaded"].as_u64().unwrap();
+    assert!(at_start >= had, "lost verified pieces: {at_start} < {had}");
+    assert!(
+        fetched <= sd.pieces - at_start,
+        "re-fetched pieces it had: {fetched} downloaded, {} were missing",
+        sd.pieces - at_start
+    );
+    let file = leech_dir.join("downloads").join("image.bin");
+    assert!(std::fs::read(file).unwrap() == sd.data, "copy differs");
+}
+
+#[test]
+fn a_download_that_fails_its_recheck_is_failed_not_complete() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempdir();
+    let root = dir.path();
+    let sd = seeded(root, 8 << 20);
+    let hook = root.join("hook.txt");
+    let node = start_mesh_node(
+        &root.join("leech"),
+        false,
+        &format!(
+            "[mesh]\ndownload_limit = 2000000\non_complete = 'touch {}'\n",
+            hook.display()
+        ),
+    );
+    let bytes = std::fs::read(&sd.torrent).unwrap();
+    let (code, v) = api(
+        node.http,
+        "POST",
+        "/api/v1/torrents",
+        Some("application/x-bittorrent"),
+        &bytes,
+    );
+    assert_eq!(code, 201, "{v}");
+    let half = wait_until(&node, &sd.ih, "half the pieces", |v| {
+        v["have"].as_u64().unwrap() >= sd.pieces / 2
+    });
+    assert!(
+        half["have"].as_u64().unwrap() < sd.pieces,
+        "finished too soon"
+    );
+    // Spoil the first byte of every piece on disk behind the node's back:
+    // the pieces it already stored stay spoiled (the ones still to come
+    // overwrite theirs), so the content as a whole no longer matches.
+    let file = root.join("leech").join("downloads").join("image.bin");
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    for p in 0..sd.pieces {
+        let at = p * 256 * 1024;
+        f.write_at(&[sd.data[at as usize] ^ 0xff], at).unwrap();
+    }
+    let deadline = Instant::now() + LIMIT;
+    let failed = loop {
+        let v = get(&node, &sd.ih);
+        assert_ne!(v["state"], "seeding", "reported complete: {v}");
+        if v["state"] == "failed" {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never failed: {v}\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let bad = failed["bad_pieces"].as_array().unwrap();
+    assert!(bad.len() as u64 >= sd.pieces / 2 - 1, "{failed}");
+    assert!(!failed["complete"].as_bool().unwrap());
+    assert!(
+        failed["error"].as_str().unwrap().contains("re-check"),
+        "{failed}"
+    );
+    assert!(!hook.exists(), "the hook ran for corrupt data");
+    // It cannot be resumed into looking complete.
+    let (code, v) = api(
+        node.http,
+        "POST",
+        &format!("/api/v1/torrents/{}/resume", sd.ih),
+        None,
+        b"",
+    );
+    assert_eq!(code, 409, "{v}");
+}
+
+#[test]
+fn paused_flag_and_limits_survive_a_restart() {
+    let dir = tempdir();
+    let root = dir.path();
+    let sd = seeded(root, 2 << 20);
+    let leech_dir = root.join("leech");
+    let mut node = start_mesh_node(&leech_dir, false, "");
+    let bytes = std::fs::read(&sd.torrent).unwrap();
+    let (code, v) = api(
+        node.http,
+        "POST",
+        "/api/v1/torrents?paused=true",
+        Some("application/x-bittorrent"),
+        &bytes,
+    );
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["state"], "paused");
+    let (code, v) = api(
+        node.http,
+        "POST",
+        &format!("/api/v1/torrents/{}/limits", sd.ih),
+        Some("application/json"),
+        br#"{"upload": 123456, "download": 654321}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        node.terminate(Duration::from_secs(15)),
+        "{}",
+        node.log_text()
+    );
+
+    let node = start_mesh_node(&leech_dir, false, "");
+    let v = get(&node, &sd.ih);
+    assert_eq!(v["state"], "paused", "{v}");
+    assert_eq!(v["have"], 0);
+    assert_eq!(v["upload_limit"], 123_456);
+    assert_eq!(v["download_limit"], 654_321);
+    let (code, v) = api(
+        node.http,
+        "POST",
+        &format!("/api/v1/torrents/{}/resume", sd.ih),
+        None,
+        b"",
+    );
+    assert_eq!(code, 200, "{v}");
+    wait_state(&node, &sd.ih, "seeding", LIMIT);
+    let copy = std::fs::read(leech_dir.join("downloads").join("image.bin")).unwrap();
+    assert!(copy == sd.data, "copy differs");
+}
