@@ -2,13 +2,26 @@
 //!
 //! A discrete-event simulator ([`net`]) runs one real
 //! [`shoal_proto::swarm::Swarm`] per simulated node over a fluid network
-//! model, from scenarios described in TOML ([`scenario`]), and measures the
-//! result against the fluid lower bound on distribution time
-//! ([`fluid_lower_bound`]). See `simulations/README.md`.
+//! model with scheduled faults ([`faults`]), from scenarios described in
+//! TOML ([`scenario`]), and measures the result ([`outcome`]) against the
+//! fluid lower bound on distribution time ([`fluid_lower_bound`]).
+//! Tracker replicas run proto's peer-table CRDT over the same network
+//! ([`replication`]). See `simulations/README.md`.
+//!
+//! Invariant: nothing here reads a clock (except to report wall time),
+//! the OS's randomness or a hash map's iteration order, so a run is a
+//! pure function of its scenario.
 
+pub mod faults;
+mod flows;
 pub mod net;
+pub mod outcome;
+pub mod plot;
+pub mod queue;
+pub mod replication;
 pub mod rng;
 pub mod scenario;
+pub mod setup;
 
 /// Capacities of a distribution, in bytes per second.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,11 +1,15 @@
-//! `shoal-sim run <scenario.toml> [--nodes N] [--seed S] ...`: runs a
-//! scenario and prints completion quantiles against the fluid bound.
+//! `shoal-sim run <scenario.toml> [--nodes N] [--seed S] [--out DIR] ...`:
+//! runs a scenario and prints completion quantiles against the fluid
+//! bound, fault counters and, with a `[tracker]` section, how long the
+//! replicated peer tables took to converge.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use shoal_sim::net::run_scenario_with;
+use shoal_sim::replication;
 use shoal_sim::scenario::Scenario;
+use shoal_sim::setup::Setup;
 
 #[derive(Debug, Parser)]
 #[command(about = "Simulates shoal swarms over a discrete-event network")]
@@ -35,9 +39,15 @@ enum Cmd {
         /// Overrides the degree (peers each node dials).
         #[arg(long)]
         degree: Option<usize>,
+        /// Overrides the swarm's request (block) size, KiB.
+        #[arg(long)]
+        block_kib: Option<u32>,
         /// Prints progress to stderr as the run goes.
         #[arg(long)]
         progress: bool,
+        /// Writes completions.csv and cdf.svg into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -49,7 +59,9 @@ fn main() -> anyhow::Result<()> {
         file_mib,
         piece_kib,
         degree,
+        block_kib,
         progress,
+        out: out_dir,
     } = Cli::parse().cmd;
     let mut s = Scenario::load(&scenario)?;
     if let Some(n) = nodes {
@@ -67,10 +79,14 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = degree {
         s.degree = v;
     }
+    if let Some(v) = block_kib {
+        s.swarm.block_kib = Some(v);
+    }
     s.check()?;
     let (out, wall) = run_scenario_with(&s, progress)?;
     let f = out.file_bytes as f64;
-    let done = out.completions_us.iter().filter(|c| c.is_some()).count();
+    let staying = out.completions_us();
+    let done = staying.iter().filter(|c| c.is_some()).count();
     println!(
         "scenario {} seed {}: {} leechers + {} seeder(s), {:.0} MiB in {} KiB pieces, degree {}",
         s.name,
@@ -81,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         s.piece_kib,
         s.degree
     );
-    println!("completed        {done}/{}", out.completions_us.len());
+    println!("completed        {done}/{} staying", staying.len());
     let q = |p| {
         out.quantile_secs(p)
             .map_or("-".to_string(), |t| format!("{t:.3} s"))
@@ -99,6 +115,48 @@ fn main() -> anyhow::Result<()> {
         out.ratio().map_or("-".to_string(), |r| format!("{r:.3}"))
     );
     println!("seed uploaded/F  {:.3}", out.seed_uploaded as f64 / f);
+    let left = out.nodes.iter().filter(|n| n.left_us.is_some()).count();
+    let corrupt = out.nodes.iter().filter(|n| n.corrupt).count();
+    if left + corrupt > 0 || out.seeds_left_us.is_some() {
+        println!(
+            "faults           {left} left/crashed, {corrupt} corrupt, {} pieces failed their hash, {} bans, {} dirty completions{}",
+            out.failed_pieces,
+            out.bans.len(),
+            out.dirty_completions(),
+            out.seeds_left_us
+                .map_or(String::new(), |t| format!(", seeds left at {:.3} s", t as f64 / 1e6))
+        );
+    }
+    if let Some(spec) = &s.tracker {
+        let setup = Setup::from_scenario(&s)?;
+        let regions: Vec<usize> = setup.nodes.iter().map(|n| n.region).collect();
+        let r = replication::run(
+            spec,
+            &out,
+            &regions,
+            &setup.latency_us,
+            &setup.plan.cuts,
+            s.seed,
+        );
+        println!(
+            "replication      {} replicas live, {} announces, {} messages ({} lost), converged {}",
+            r.live,
+            r.announces,
+            r.messages,
+            r.lost,
+            r.convergence_secs()
+                .map_or("never".to_string(), |t| format!(
+                    "{t:.3} s after the last write/heal (at {:.3} s)",
+                    r.converged_us.unwrap_or(0) as f64 / 1e6
+                ))
+        );
+        for (k, t) in r.after_heal_us.iter().enumerate() {
+            println!(
+                "partition {k}      replicas agreed {} after the heal",
+                t.map_or("never".to_string(), |t| format!("{:.3} s", t as f64 / 1e6))
+            );
+        }
+    }
     println!(
         "events           {} ({} stale), simulated {:.3} s",
         out.events,
@@ -110,8 +168,16 @@ fn main() -> anyhow::Result<()> {
         wall.as_secs_f64(),
         out.events as f64 / wall.as_secs_f64().max(1e-9)
     );
+    if let Some(dir) = out_dir {
+        let title = format!("{}: {} leechers, seed {}", s.name, s.nodes, s.seed);
+        shoal_sim::plot::write_outputs(&out, &title, &dir)?;
+        println!(
+            "wrote            {}/completions.csv, cdf.svg",
+            dir.display()
+        );
+    }
     if !out.all_completed() {
-        anyhow::bail!("not every leecher completed before the time limit");
+        anyhow::bail!("not every staying leecher completed before the time limit");
     }
     Ok(())
 }

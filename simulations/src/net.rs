@@ -1,288 +1,170 @@
-//! The discrete-event network that drives real [`Swarm`]s.
+//! The discrete-event network that drives real [`Swarm`]s: the event loop,
+//! message delivery and the caller's duties. Bandwidth sharing is in
+//! `flows.rs`, churn, partitions and redials in `faults.rs`.
 //!
 //! # Model
-//! - **Events** sit in one binary heap ordered by (time in µs, sequence
-//!   number); the sequence number makes ties FIFO, so the run is a pure
-//!   function of the scenario and the seed.
-//! - **Control messages** (everything but block payloads) take the one-way
-//!   latency between the two nodes' regions and nothing else: they neither
-//!   consume nor wait for bandwidth (they ride beside the data, as QUIC
-//!   streams do).
-//! - **Blocks** travel as *flows*. Each connection sends its served blocks
-//!   one after the other (FIFO per connection); the block at the head of a
-//!   connection's queue is that connection's one active flow. A node's
-//!   uplink is shared among its active flows by water-filling (max-min
-//!   fair) where each flow is also capped by its receiver's downlink
-//!   divided equally among the flows into it. Rates are recomputed only
-//!   when a flow starts or ends (a connection's queue turns non-empty or
-//!   empty), for the sender's uplink and for every uplink that feeds the
-//!   receiver. A block that finishes leaving the sender reaches the
-//!   receiver one latency later (the pipe is fluid; the latency is pure
-//!   propagation).
-//! - **The caller's duties** are done the way a daemon would, but
-//!   instantly: pieces verify (always good) and store at the moment the
-//!   swarm asks, `handle_bytes_sent` is reported when a block has left,
-//!   `handle_bytes_received` + `handle_block` when it lands; a `Choke`
-//!   drops the queued (not yet started) serves to that peer, `AbortServe`
-//!   drops one, `Disconnect` closes the link at once on our side and one
-//!   latency later on the other side.
-//! - **Connections** are made once, at the later join time of the two
-//!   ends plus one latency (the handshake); there is no redial.
-//!
-//! See `simulations/README.md` for the limits of this model.
+//! - **Events** pop in (time in µs, push order) order from [`Queue`]; ties
+//!   are FIFO, nothing reads a clock or iterates a hash map, so a run is a
+//!   pure function of the scenario and its seed.
+//! - **Connections** are directed halves: link `l` has half `2l` (owned by
+//!   its dialer) and `2l + 1`; a half's index is the [`PeerKey`] its owner's
+//!   swarm uses for the other end, and `c ^ 1` is the other end's half. A
+//!   pair of nodes always reuses its link, so bans and scores (kept per key
+//!   for a swarm's life) survive reconnects.
+//! - **Control messages** take the path's one-way latency (region matrix
+//!   plus both ends' access latency) and nothing else. With loss, each
+//!   message is lost with the path's loss rate and resent one RTO later
+//!   (geometric). A node's `Have`s for one piece to peers at the same
+//!   latency travel as one event (delivered in send order).
+//! - **Blocks** travel as fluid flows (see `flows.rs`); a block that has
+//!   left the sender lands one latency later.
+//! - **The caller's duties** are done as a daemon would, but instantly:
+//!   a piece verifies good unless one of its accepted blocks came from a
+//!   corrupt peer (the simulator tracks provenance); `Choke` drops queued
+//!   serves to that peer, `AbortServe` one; `Disconnect` closes our half
+//!   now and the other half one latency later; `Ban` is remembered so the
+//!   node never redials that peer.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use shoal_proto::swarm::{Action, BlockRef, Geometry, Message, PeerKey, Swarm, SwarmConfig, Time};
+use shoal_proto::swarm::{Action, BlockOutcome, BlockRef, Message, PeerKey, Swarm, Time};
 
+use crate::faults::Plan;
+use crate::outcome::{NodeResult, Outcome};
+use crate::queue::Queue;
 use crate::rng::SplitMix;
-use crate::scenario::{NodeSpec, Scenario};
-use crate::{fluid_lower_bound, Capacities};
-
-/// Everything needed to build a simulation, independent of TOML.
-#[derive(Debug, Clone)]
-pub struct Setup {
-    /// Torrent shape.
-    pub geometry: Geometry,
-    /// Swarm configuration every node runs.
-    pub config: SwarmConfig,
-    /// Nodes; seeders hold every piece at start.
-    pub nodes: Vec<NodeSpec>,
-    /// Undirected links; the first of each pair dials.
-    pub links: Vec<(u32, u32)>,
-    /// One-way latency between regions, µs.
-    pub latency_us: Vec<Vec<u64>>,
-    /// Seed of the swarms' randomness.
-    pub seed: u64,
-    /// Simulated time limit, µs.
-    pub limit_us: u64,
-}
-
-impl Setup {
-    /// Builds the setup a scenario describes.
-    pub fn from_scenario(s: &Scenario) -> anyhow::Result<Setup> {
-        let (f, p) = s.geometry_bytes()?;
-        let geometry = Geometry::new(f, p)?;
-        let mut rng = SplitMix::new(s.seed ^ 0x005e_ed0f_9aab);
-        let nodes = s.node_specs(&mut rng);
-        let seeders = s.seeders.count;
-        let links = random_graph(
-            nodes.len(),
-            seeders,
-            s.degree,
-            s.seed_degree.unwrap_or(s.degree),
-            &mut rng,
-        );
-        let regions = s.regions.as_ref().map_or(1, Vec::len);
-        let latency_us = (0..regions)
-            .map(|a| (0..regions).map(|b| s.latency_us(a, b)).collect())
-            .collect();
-        let mut setup = Setup {
-            geometry,
-            config: s.swarm_config(),
-            nodes,
-            links,
-            latency_us,
-            seed: s.seed,
-            limit_us: 0,
-        };
-        let t_min = setup.t_min();
-        setup.limit_us = (s.max_sim_secs.unwrap_or(50.0 * t_min) * 1e6) as u64;
-        Ok(setup)
-    }
-
-    /// The fluid lower bound for these nodes, seconds (seeders' uploads
-    /// summed as one seed).
-    pub fn t_min(&self) -> f64 {
-        let leechers = self.nodes.iter().filter(|n| !n.seed);
-        let c = Capacities {
-            seed_up: self.nodes.iter().filter(|n| n.seed).map(|n| n.up).sum(),
-            uploads: leechers.clone().map(|n| n.up).collect(),
-            downloads: leechers.map(|n| n.down).collect(),
-        };
-        fluid_lower_bound(self.geometry.total_length() as f64, &c)
-    }
-}
-
-/// A random graph over `n` nodes, the first `seeders` of them seeders: each
-/// seeder dials `seed_degree` random leechers, then each leecher (in index
-/// order) dials random other leechers until it has `degree` leecher
-/// neighbours (when enough exist). Leechers never dial seeders, so a
-/// seeder's neighbour count is exactly `seed_degree`.
-pub fn random_graph(
-    n: usize,
-    seeders: usize,
-    degree: usize,
-    seed_degree: usize,
-    rng: &mut SplitMix,
-) -> Vec<(u32, u32)> {
-    let leechers = n - seeders;
-    let mut adj: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); n];
-    let mut links = Vec::new();
-    for s in 0..seeders {
-        let want = seed_degree.min(leechers);
-        while adj[s].len() < want {
-            let j = seeders + rng.below(leechers as u64) as usize;
-            if adj[s].insert(j as u32) {
-                adj[j].insert(s as u32);
-                links.push((s as u32, j as u32));
-            }
-        }
-    }
-    let want = degree.min(leechers.saturating_sub(1));
-    for i in seeders..n {
-        let mut tries = 0;
-        while adj[i].iter().filter(|&&j| j as usize >= seeders).count() < want && tries < 64 * want
-        {
-            tries += 1;
-            let j = seeders + rng.below(leechers as u64) as usize;
-            if j != i && adj[i].insert(j as u32) {
-                adj[j].insert(i as u32);
-                links.push((i as u32, j as u32));
-            }
-        }
-    }
-    links
-}
+pub use crate::setup::Setup;
 
 #[derive(Debug)]
-enum Ev {
-    Connect { a: u32, b: u32 },
-    Msg { from: u32, to: u32, msg: Message },
-    FlowDone { flow: u32, version: u32 },
-    BlockIn { from: u32, to: u32, block: BlockRef },
-    Timer { node: u32, at: u64 },
-    Gone { node: u32, peer: u32 },
+pub(crate) enum Ev {
+    Connect {
+        link: u32,
+    },
+    /// `conn` is the receiver's half.
+    Msg {
+        conn: u32,
+        msg: Message,
+    },
+    /// One `Have` to each receiver half in `conns`.
+    Haves {
+        piece: u32,
+        conns: Vec<u32>,
+    },
+    FlowDone {
+        flow: u32,
+        version: u32,
+    },
+    BlockIn {
+        conn: u32,
+        block: BlockRef,
+        corrupt: bool,
+    },
+    Timer {
+        node: u32,
+        at: u64,
+    },
+    /// The other end closed: `conn` (the receiver's half) learns it.
+    Gone {
+        conn: u32,
+    },
+    Leave {
+        node: u32,
+        crash: bool,
+    },
+    Redial {
+        node: u32,
+    },
+    Partition {
+        index: usize,
+        heal: bool,
+    },
 }
 
+/// One half of a connection.
 #[derive(Debug)]
-struct Entry {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    /// Reversed: the heap pops the earliest (time, sequence) first.
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-#[derive(Debug, Default)]
-struct Conn {
-    up: bool,
+pub(crate) struct Conn {
+    pub(crate) node: u32,
+    pub(crate) peer: u32,
+    pub(crate) up: bool,
     /// Served blocks waiting behind the active flow.
-    queue: VecDeque<BlockRef>,
-    flow: Option<u32>,
+    pub(crate) queue: VecDeque<BlockRef>,
+    pub(crate) flow: Option<u32>,
+    /// The transport's throughput ceiling on this path (loss), bytes/s.
+    pub(crate) cap: f64,
+    /// One-way latency of the path, µs, and its loss rate: kept here so
+    /// that sending does not touch the receiving node's memory.
+    pub(crate) lat: u64,
+    pub(crate) loss: f64,
+}
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Life {
+    Alive,
+    Left,
+    Crashed,
 }
 
 #[derive(Debug)]
-struct Flow {
-    from: u32,
-    to: u32,
-    block: BlockRef,
-    /// Bytes of `block` still to send as of `last`.
-    remaining: f64,
-    /// Bytes per second.
-    rate: f64,
-    last: u64,
-    version: u32,
-    live: bool,
-}
-
-#[derive(Debug)]
-struct Node {
-    swarm: Swarm,
-    spec: NodeSpec,
-    conns: BTreeMap<u32, Conn>,
-    out_flows: Vec<u32>,
-    in_flows: Vec<u32>,
-    timer: Option<u64>,
-    completed_at: Option<u64>,
-}
-
-/// What a run produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    /// Per leecher, in node order: completion time in µs, if it completed.
-    pub completions_us: Vec<Option<u64>>,
-    /// Bytes the seeders reported uploaded.
-    pub seed_uploaded: u64,
-    /// Torrent size, bytes.
-    pub file_bytes: u64,
-    /// The fluid lower bound, seconds.
-    pub t_min: f64,
-    /// Events popped from the queue (stale ones included).
-    pub events: u64,
-    /// Of those, stale flow completions and timers (superseded).
-    pub stale_events: u64,
-    /// Simulated time at the end, µs.
-    pub end_us: u64,
-}
-
-impl Outcome {
-    /// Whether every leecher completed.
-    pub fn all_completed(&self) -> bool {
-        self.completions_us.iter().all(Option::is_some)
-    }
-
-    /// The completion time at quantile `q` (0..=1) in seconds, nearest
-    /// rank; `None` unless everyone completed.
-    pub fn quantile_secs(&self, q: f64) -> Option<f64> {
-        let mut v: Vec<u64> = self.completions_us.iter().copied().collect::<Option<_>>()?;
-        v.sort_unstable();
-        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-        Some(v[rank - 1] as f64 / 1e6)
-    }
-
-    /// Last completion / T_min.
-    pub fn ratio(&self) -> Option<f64> {
-        self.quantile_secs(1.0).map(|t| t / self.t_min)
-    }
+pub(crate) struct Node {
+    pub(crate) swarm: Swarm,
+    pub(crate) spec: crate::scenario::NodeSpec,
+    pub(crate) life: Life,
+    /// Every half this node ever owned (up or not).
+    pub(crate) halves: Vec<u32>,
+    pub(crate) live: u32,
+    pub(crate) out_flows: Vec<u32>,
+    pub(crate) in_flows: Vec<u32>,
+    pub(crate) timer: Option<u64>,
+    pub(crate) completed_at: Option<u64>,
+    pub(crate) left_at: Option<u64>,
+    pub(crate) banned: Vec<u32>,
+    /// Pieces with an accepted block from a corrupt peer, not yet checked.
+    pub(crate) tainted: Vec<u32>,
+    /// Pieces stored after a clean check.
+    pub(crate) clean: u32,
+    pub(crate) redial_pending: bool,
 }
 
 /// The simulator.
 #[derive(Debug)]
 pub struct Sim {
-    now: u64,
-    seq: u64,
-    heap: BinaryHeap<Entry>,
-    nodes: Vec<Node>,
-    flows: Vec<Flow>,
-    free_flows: Vec<u32>,
+    pub(crate) now: u64,
+    queue: Queue<Ev>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) conns: Vec<Conn>,
+    pub(crate) link_of: BTreeMap<(u32, u32), u32>,
+    pub(crate) flows: Vec<crate::flows::Flow>,
+    pub(crate) free_flows: Vec<u32>,
     latency_us: Vec<Vec<u64>>,
-    leechers: usize,
-    completed: usize,
+    pub(crate) rng: SplitMix,
+    pub(crate) plan: Plan,
+    pub(crate) degree: usize,
+    pub(crate) seed_degree: usize,
+    inter_region_loss: f64,
+    pieces: u32,
+    /// Honest leechers holding each piece, and pieces with at least one.
+    holders: Vec<u32>,
+    covered: u32,
+    /// Staying honest leechers not yet complete.
+    pub(crate) waiting: usize,
     events: u64,
     stale: u64,
     limit_us: u64,
     file_bytes: u64,
     t_min: f64,
-    scratch: Vec<u32>,
-    scratch_caps: Vec<(f64, u32)>,
+    failed: u64,
+    pub(crate) bans: Vec<(u32, u32)>,
+    pub(crate) seeds_left: Option<u64>,
+    pub(crate) scratch: Vec<u32>,
+    pub(crate) scratch_caps: Vec<(f64, u32)>,
+    haves: Vec<(u64, u32)>,
     progress: bool,
 }
 
-fn key(i: u32) -> PeerKey {
-    PeerKey(u64::from(i))
-}
-
 impl Sim {
-    /// Builds the nodes and schedules the connections.
+    /// Builds the nodes and schedules the connections and faults.
     pub fn new(setup: &Setup) -> Sim {
         let n = setup.geometry.piece_count() as usize;
         let mut full = vec![0u8; n.div_ceil(8)];
@@ -290,7 +172,7 @@ impl Sim {
             full[i / 8] |= 0x80 >> (i % 8);
         }
         let empty = vec![0u8; n.div_ceil(8)];
-        let nodes = setup
+        let nodes: Vec<Node> = setup
             .nodes
             .iter()
             .enumerate()
@@ -306,39 +188,65 @@ impl Sim {
                 )
                 .expect("a checked configuration"),
                 spec: *s,
-                conns: BTreeMap::new(),
+                life: Life::Alive,
+                halves: Vec::new(),
+                live: 0,
                 out_flows: Vec::new(),
                 in_flows: Vec::new(),
                 timer: None,
                 completed_at: None,
+                left_at: None,
+                banned: Vec::new(),
+                tainted: Vec::new(),
+                clean: 0,
+                redial_pending: false,
             })
             .collect();
+        let waiting = setup
+            .nodes
+            .iter()
+            .filter(|s| !s.seed && !s.corrupt && s.leave.is_none())
+            .count();
         let mut sim = Sim {
             now: 0,
-            seq: 0,
-            heap: BinaryHeap::new(),
+            queue: Queue::default(),
             nodes,
+            conns: Vec::new(),
+            link_of: BTreeMap::new(),
             flows: Vec::new(),
             free_flows: Vec::new(),
             latency_us: setup.latency_us.clone(),
-            leechers: setup.nodes.iter().filter(|n| !n.seed).count(),
-            completed: 0,
+            rng: SplitMix::new(setup.seed ^ 0x6e65_7477_6f72_6b00),
+            plan: setup.plan.clone(),
+            degree: setup.degree,
+            seed_degree: setup.seed_degree,
+            inter_region_loss: setup.inter_region_loss,
+            pieces: n as u32,
+            holders: vec![0; n],
+            covered: 0,
+            waiting,
             events: 0,
             stale: 0,
             limit_us: setup.limit_us,
             file_bytes: setup.geometry.total_length(),
             t_min: setup.t_min(),
+            failed: 0,
+            bans: Vec::new(),
+            seeds_left: None,
             scratch: Vec::new(),
             scratch_caps: Vec::new(),
+            haves: Vec::new(),
             progress: false,
         };
         for &(a, b) in &setup.links {
+            let link = sim.link(a, b);
             let join = setup.nodes[a as usize]
                 .join_us
                 .max(setup.nodes[b as usize].join_us);
             let at = join + sim.lat(a, b);
-            sim.push(at, Ev::Connect { a, b });
+            sim.push(at, Ev::Connect { link });
         }
+        sim.schedule_faults();
         sim
     }
 
@@ -348,113 +256,151 @@ impl Sim {
         self
     }
 
-    /// Runs until every leecher completes, the queue empties or the time
-    /// limit passes.
+    /// Runs until every staying leecher completes, the queue empties or
+    /// the time limit passes.
     pub fn run(mut self) -> Outcome {
         let start = Instant::now();
-        while let Some(e) = self.heap.pop() {
-            if e.at > self.limit_us {
+        while let Some((at, ev)) = self.queue.pop() {
+            if at > self.limit_us {
                 break;
             }
-            self.now = e.at;
+            self.now = at;
             self.events += 1;
             if self.progress && self.events.is_multiple_of(1 << 22) {
                 eprintln!(
-                    "  {:.3} s simulated, {}/{} complete, {} events, {:.1} s wall",
+                    "  {:.3} s simulated, {} waiting, {} events, {:.1} s wall",
                     self.now as f64 / 1e6,
-                    self.completed,
-                    self.leechers,
+                    self.waiting,
                     self.events,
                     start.elapsed().as_secs_f64()
                 );
             }
-            self.step(e.ev);
-            if self.completed == self.leechers {
+            self.step(ev);
+            if self.waiting == 0 {
                 break;
             }
         }
+        self.outcome()
+    }
+
+    fn outcome(self) -> Outcome {
         let seed_uploaded = self
             .nodes
             .iter()
             .filter(|n| n.spec.seed)
             .map(|n| n.swarm.stats().uploaded)
             .sum();
+        let pieces = self.pieces;
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.spec.seed)
+            .map(|(i, n)| NodeResult {
+                node: i as u32,
+                region: n.spec.region,
+                up: n.spec.up,
+                down: n.spec.down,
+                join_us: n.spec.join_us,
+                completed_us: n.completed_at,
+                left_us: n.left_at,
+                crashed: n.life == Life::Crashed,
+                leaves: n.spec.leave.is_some(),
+                corrupt: n.spec.corrupt,
+                clean: n.clean == pieces,
+            })
+            .collect();
         Outcome {
-            completions_us: self
-                .nodes
-                .iter()
-                .filter(|n| !n.spec.seed)
-                .map(|n| n.completed_at)
-                .collect(),
+            nodes,
             seed_uploaded,
             file_bytes: self.file_bytes,
             t_min: self.t_min,
             events: self.events,
             stale_events: self.stale,
             end_us: self.now,
+            failed_pieces: self.failed,
+            bans: self.bans,
+            seeds_left_us: self.seeds_left,
         }
     }
 
-    fn lat(&self, a: u32, b: u32) -> u64 {
-        let ra = self.nodes_region(a);
-        let rb = self.nodes_region(b);
-        self.latency_us[ra][rb]
+    /// The link between `a` and `b`, made on first use; `a` owns half
+    /// `2l`.
+    pub(crate) fn link(&mut self, a: u32, b: u32) -> u32 {
+        let pair = (a.min(b), a.max(b));
+        if let Some(&l) = self.link_of.get(&pair) {
+            return l;
+        }
+        let l = (self.conns.len() / 2) as u32;
+        let cap = self.path_cap(a, b);
+        let (lat, loss) = (self.lat(a, b), self.path_loss(a, b));
+        for (x, y) in [(a, b), (b, a)] {
+            self.nodes[x as usize].halves.push(self.conns.len() as u32);
+            self.conns.push(Conn {
+                node: x,
+                peer: y,
+                up: false,
+                queue: VecDeque::new(),
+                flow: None,
+                cap,
+                lat,
+                loss,
+            });
+        }
+        self.link_of.insert(pair, l);
+        l
     }
 
-    fn nodes_region(&self, i: u32) -> usize {
-        self.nodes.get(i as usize).map_or(0, |n| n.spec.region)
+    /// One-way latency from `a` to `b`, µs.
+    pub(crate) fn lat(&self, a: u32, b: u32) -> u64 {
+        let (na, nb) = (&self.nodes[a as usize].spec, &self.nodes[b as usize].spec);
+        self.latency_us[na.region][nb.region] + na.access_us + nb.access_us
     }
 
-    fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Entry {
-            at,
-            seq: self.seq,
-            ev,
-        });
+    /// The loss rate of the path between `a` and `b`.
+    pub(crate) fn path_loss(&self, a: u32, b: u32) -> f64 {
+        let (na, nb) = (&self.nodes[a as usize].spec, &self.nodes[b as usize].spec);
+        let core = if na.region == nb.region {
+            0.0
+        } else {
+            self.inter_region_loss
+        };
+        1.0 - (1.0 - na.loss) * (1.0 - nb.loss) * (1.0 - core)
     }
 
-    fn conn_up(&self, i: u32, j: u32) -> bool {
-        self.nodes[i as usize].conns.get(&j).is_some_and(|c| c.up)
+    /// Delay of one control message on half `c`'s path: latency, plus one
+    /// retransmission timeout (2 × RTT, at least 1 ms) per loss.
+    fn msg_delay(&mut self, c: u32) -> u64 {
+        let (lat, loss) = (self.conns[c as usize].lat, self.conns[c as usize].loss);
+        let mut d = lat;
+        if loss > 0.0 {
+            let rto = (4 * lat).max(1000);
+            // Bounded: a message is never lost more than 16 times.
+            for _ in 0..16 {
+                if (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 >= loss {
+                    break;
+                }
+                d += rto;
+            }
+        }
+        d
+    }
+
+    pub(crate) fn push(&mut self, at: u64, ev: Ev) {
+        self.queue.push(at, ev);
     }
 
     fn step(&mut self, ev: Ev) {
         let now = Time::from_micros(self.now);
         match ev {
-            Ev::Connect { a, b } => {
-                let ra = self.nodes[a as usize]
-                    .swarm
-                    .handle_peer_connected(now, key(b), true);
-                let rb = self.nodes[b as usize]
-                    .swarm
-                    .handle_peer_connected(now, key(a), false);
-                if ra.is_ok() && rb.is_ok() {
-                    for (x, y) in [(a, b), (b, a)] {
-                        self.nodes[x as usize].conns.insert(
-                            y,
-                            Conn {
-                                up: true,
-                                ..Conn::default()
-                            },
-                        );
-                    }
-                } else {
-                    self.nodes[a as usize]
-                        .swarm
-                        .handle_peer_disconnected(now, key(b));
-                    self.nodes[b as usize]
-                        .swarm
-                        .handle_peer_disconnected(now, key(a));
-                }
-                self.drain(a);
-                self.drain(b);
-            }
-            Ev::Msg { from, to, msg } => {
-                if !self.conn_up(to, from) {
+            Ev::Connect { link } => self.connect(link),
+            Ev::Msg { conn, msg } => {
+                if !self.conns[conn as usize].up {
                     return;
                 }
+                let to = self.conns[conn as usize].node;
                 let s = &mut self.nodes[to as usize].swarm;
-                let k = key(from);
+                let k = PeerKey(u64::from(conn));
                 // An error means the receiver refused the input (it dropped
                 // the sender a moment ago, say); it has said so in actions.
                 let _ = match msg {
@@ -472,19 +418,43 @@ impl Sim {
                 };
                 self.drain(to);
             }
-            Ev::FlowDone { flow, version } => self.flow_done(flow, version),
-            Ev::BlockIn { from, to, block } => {
-                if !self.conn_up(to, from) {
+            Ev::Haves { piece, conns } => {
+                for conn in conns {
+                    if !self.conns[conn as usize].up {
+                        continue;
+                    }
+                    let to = self.conns[conn as usize].node;
+                    let k = PeerKey(u64::from(conn));
+                    let _ = self.nodes[to as usize].swarm.handle_have(now, k, piece);
+                    self.drain(to);
+                }
+            }
+            Ev::FlowDone { flow, version } => {
+                if !self.flow_done(flow, version) {
+                    self.stale += 1;
+                }
+            }
+            Ev::BlockIn {
+                conn,
+                block,
+                corrupt,
+            } => {
+                if !self.conns[conn as usize].up {
                     return;
                 }
-                let s = &mut self.nodes[to as usize].swarm;
-                s.handle_bytes_received(now, key(from), u64::from(block.len));
-                let _ = s.handle_block(now, key(from), block);
+                let to = self.conns[conn as usize].node;
+                let n = &mut self.nodes[to as usize];
+                let k = PeerKey(u64::from(conn));
+                n.swarm.handle_bytes_received(now, k, u64::from(block.len));
+                let accepted = n.swarm.handle_block(now, k, block) == Ok(BlockOutcome::Accepted);
+                if accepted && corrupt && !n.tainted.contains(&block.piece) {
+                    n.tainted.push(block.piece);
+                }
                 self.drain(to);
             }
             Ev::Timer { node, at } => {
                 let n = &mut self.nodes[node as usize];
-                if n.timer != Some(at) {
+                if n.timer != Some(at) || n.life != Life::Alive {
                     self.stale += 1;
                     return;
                 }
@@ -492,75 +462,134 @@ impl Sim {
                 n.swarm.handle_timeout(now);
                 self.drain(node);
             }
-            Ev::Gone { node, peer } => {
+            Ev::Gone { conn } => {
+                if !self.conns[conn as usize].up {
+                    return;
+                }
+                let node = self.conns[conn as usize].node;
+                self.close(conn);
                 self.nodes[node as usize]
                     .swarm
-                    .handle_peer_disconnected(now, key(peer));
-                self.close(node, peer);
+                    .handle_peer_disconnected(now, PeerKey(u64::from(conn)));
                 self.drain(node);
+                self.want_redial(node);
             }
+            Ev::Leave { node, crash } => self.leave(node, crash),
+            Ev::Redial { node } => self.redial(node),
+            Ev::Partition { index, heal } => self.partition(index, heal),
         }
     }
 
-    /// Carries out everything node `i` asks for, then re-arms its timer.
-    fn drain(&mut self, i: u32) {
+    /// Both ends of `link` learn of the connection (the handshake is
+    /// done), unless either is gone, cut off, or refuses the other.
+    fn connect(&mut self, link: u32) {
+        let (c0, c1) = (2 * link, 2 * link + 1);
+        let (a, b) = (self.conns[c0 as usize].node, self.conns[c1 as usize].node);
+        let alive = |s: &Sim, i: u32| s.nodes[i as usize].life == Life::Alive;
+        // Both halves must be down: a half still up is a connection whose
+        // end has not yet learnt that the other end closed it.
+        let busy = self.conns[c0 as usize].up || self.conns[c1 as usize].up;
+        if busy || !alive(self, a) || !alive(self, b) || self.cut(a, b) {
+            return;
+        }
         let now = Time::from_micros(self.now);
+        let ra =
+            self.nodes[a as usize]
+                .swarm
+                .handle_peer_connected(now, PeerKey(u64::from(c0)), true);
+        let rb =
+            self.nodes[b as usize]
+                .swarm
+                .handle_peer_connected(now, PeerKey(u64::from(c1)), false);
+        if ra.is_ok() && rb.is_ok() {
+            for c in [c0, c1] {
+                self.conns[c as usize].up = true;
+                let n = self.conns[c as usize].node;
+                self.nodes[n as usize].live += 1;
+            }
+        } else {
+            self.nodes[a as usize]
+                .swarm
+                .handle_peer_disconnected(now, PeerKey(u64::from(c0)));
+            self.nodes[b as usize]
+                .swarm
+                .handle_peer_disconnected(now, PeerKey(u64::from(c1)));
+        }
+        self.drain(a);
+        self.drain(b);
+    }
+
+    /// Carries out everything node `i` asks for, then re-arms its timer.
+    pub(crate) fn drain(&mut self, i: u32) {
+        if self.nodes[i as usize].life != Life::Alive {
+            return;
+        }
+        let mut have_piece = None;
         while let Some(a) = self.nodes[i as usize].swarm.poll_action() {
+            if let Action::Send {
+                peer,
+                message: Message::Have(p),
+            } = a
+            {
+                if have_piece != Some(p) {
+                    self.flush_haves(have_piece);
+                    have_piece = Some(p);
+                }
+                let c = peer.0 as u32;
+                if self.sendable(c) {
+                    let d = self.msg_delay(c);
+                    self.haves.push((d, c ^ 1));
+                }
+                continue;
+            }
+            self.flush_haves(have_piece.take());
             match a {
                 Action::Send { peer, message } => {
-                    let j = peer.0 as u32;
-                    let Some(c) = self.nodes[i as usize].conns.get_mut(&j) else {
-                        continue;
-                    };
-                    if !c.up {
+                    let c = peer.0 as u32;
+                    if !self.sendable(c) {
                         continue;
                     }
                     if message == Message::Choke {
-                        c.queue.clear();
+                        self.conns[c as usize].queue.clear();
                     }
-                    let at = self.now + self.lat(i, j);
+                    let at = self.now + self.msg_delay(c);
                     self.push(
                         at,
                         Ev::Msg {
-                            from: i,
-                            to: j,
+                            conn: c ^ 1,
                             msg: message,
                         },
                     );
                 }
-                Action::ServeBlock { peer, block } => self.serve(i, peer.0 as u32, block),
+                Action::ServeBlock { peer, block } => self.serve(peer.0 as u32, block),
                 Action::AbortServe { peer, block } => {
-                    if let Some(c) = self.nodes[i as usize].conns.get_mut(&(peer.0 as u32)) {
-                        if let Some(pos) = c.queue.iter().position(|b| *b == block) {
-                            c.queue.remove(pos);
-                        }
+                    let q = &mut self.conns[peer.0 as usize].queue;
+                    if let Some(pos) = q.iter().position(|b| *b == block) {
+                        q.remove(pos);
                     }
                 }
-                Action::VerifyPiece { piece } => {
-                    let s = &mut self.nodes[i as usize].swarm;
-                    s.handle_piece_verified(now, piece, true)
-                        .expect("the swarm asked for this verification");
-                    s.handle_piece_stored(now, piece)
-                        .expect("a verified piece is awaiting storage");
-                }
+                Action::VerifyPiece { piece } => self.verify(i, piece),
                 Action::Disconnect { peer, .. } => {
-                    let j = peer.0 as u32;
-                    if self.conn_up(i, j) {
-                        self.close(i, j);
-                        let at = self.now + self.lat(i, j);
-                        self.push(at, Ev::Gone { node: j, peer: i });
+                    let c = peer.0 as u32;
+                    if self.conns[c as usize].up {
+                        self.close(c);
+                        let j = self.conns[c as usize].peer;
+                        if !self.cut(i, j) {
+                            let at = self.now + self.conns[c as usize].lat;
+                            self.push(at, Ev::Gone { conn: c ^ 1 });
+                        }
+                        self.want_redial(i);
                     }
                 }
-                Action::Ban { .. } => {}
-                Action::Completed => {
-                    let n = &mut self.nodes[i as usize];
-                    if n.completed_at.is_none() && !n.spec.seed {
-                        n.completed_at = Some(self.now);
-                        self.completed += 1;
-                    }
+                Action::Ban { peer } => {
+                    let j = self.conns[peer.0 as usize].peer;
+                    self.nodes[i as usize].banned.push(j);
+                    self.bans.push((i, j));
                 }
+                Action::Completed => self.completed(i),
             }
         }
+        self.flush_haves(have_piece);
         let t = self.nodes[i as usize]
             .swarm
             .poll_timeout()
@@ -573,174 +602,114 @@ impl Sim {
         }
     }
 
-    /// Node `i` serves `block` to `j`: queue it, or start a flow.
-    fn serve(&mut self, i: u32, j: u32, block: BlockRef) {
-        let Some(c) = self.nodes[i as usize].conns.get_mut(&j) else {
-            return;
-        };
-        if !c.up {
-            return;
-        }
-        if c.flow.is_some() {
-            c.queue.push_back(block);
-            return;
-        }
-        let f = Flow {
-            from: i,
-            to: j,
-            block,
-            remaining: f64::from(block.len),
-            rate: 0.0,
-            last: self.now,
-            version: 0,
-            live: true,
-        };
-        let id = if let Some(id) = self.free_flows.pop() {
-            self.flows[id as usize] = f;
-            id
-        } else {
-            self.flows.push(f);
-            (self.flows.len() - 1) as u32
-        };
-        c.flow = Some(id);
-        self.nodes[i as usize].out_flows.push(id);
-        self.nodes[j as usize].in_flows.push(id);
-        self.reshare(i, j);
+    /// Whether a message may leave on half `c`: it is up and the path is
+    /// not cut (a cut drops everything until the ends notice).
+    fn sendable(&self, c: u32) -> bool {
+        let conn = &self.conns[c as usize];
+        conn.up && !self.cut(conn.node, conn.peer)
     }
 
-    /// Closes our side of the link `i`→`j`: drops its queue and flow.
-    fn close(&mut self, i: u32, j: u32) {
-        let Some(c) = self.nodes[i as usize].conns.get_mut(&j) else {
-            return;
-        };
-        c.up = false;
-        c.queue.clear();
-        if let Some(f) = c.flow.take() {
-            self.end_flow(f);
-        }
-    }
-
-    fn end_flow(&mut self, f: u32) {
-        let (i, j) = {
-            let fl = &mut self.flows[f as usize];
-            fl.live = false;
-            (fl.from, fl.to)
-        };
-        self.nodes[i as usize].out_flows.retain(|&x| x != f);
-        self.nodes[j as usize].in_flows.retain(|&x| x != f);
-        self.free_flows.push(f);
-        self.reshare(i, j);
-    }
-
-    /// A flow from `i` into `j` started or ended: recompute the rates of
-    /// `i`'s uplink and of every uplink that feeds `j`.
-    fn reshare(&mut self, i: u32, j: u32) {
-        let mut ups = std::mem::take(&mut self.scratch);
-        ups.clear();
-        ups.push(i);
-        for &f in &self.nodes[j as usize].in_flows {
-            ups.push(self.flows[f as usize].from);
-        }
-        ups.sort_unstable();
-        ups.dedup();
-        for &u in &ups {
-            self.recompute_uplink(u);
-        }
-        self.scratch = ups;
-    }
-
-    /// Water-fills node `u`'s upload capacity over its flows, each capped
-    /// by an equal share of its receiver's download capacity.
-    fn recompute_uplink(&mut self, u: u32) {
-        let mut caps = std::mem::take(&mut self.scratch_caps);
-        caps.clear();
-        for &f in &self.nodes[u as usize].out_flows {
-            let to = &self.nodes[self.flows[f as usize].to as usize];
-            caps.push((to.spec.down / to.in_flows.len() as f64, f));
-        }
-        caps.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut left = self.nodes[u as usize].spec.up;
-        let n = caps.len();
-        for (k, &(cap, f)) in caps.iter().enumerate() {
-            let rate = cap.min(left.max(0.0) / (n - k) as f64);
-            left -= rate;
-            self.set_rate(f, rate);
-        }
-        self.scratch_caps = caps;
-    }
-
-    fn set_rate(&mut self, f: u32, rate: f64) {
-        let now = self.now;
-        let fl = &mut self.flows[f as usize];
-        if fl.rate == rate {
+    /// Sends the collected `Have(piece)`s, one event per distinct delay.
+    fn flush_haves(&mut self, piece: Option<u32>) {
+        let Some(piece) = piece else { return };
+        if self.haves.is_empty() {
             return;
         }
-        let elapsed = (now - fl.last) as f64 / 1e6;
-        fl.remaining = (fl.remaining - fl.rate * elapsed).max(0.0);
-        fl.last = now;
-        fl.rate = rate;
-        fl.version = fl.version.wrapping_add(1);
-        let (version, at) = (fl.version, now + Self::eta(fl.remaining, rate));
-        self.push(at, Ev::FlowDone { flow: f, version });
+        let mut haves = std::mem::take(&mut self.haves);
+        // Stable: equal delays keep send order.
+        haves.sort_by_key(|&(d, _)| d);
+        let mut k = 0;
+        while k < haves.len() {
+            let d = haves[k].0;
+            let conns: Vec<u32> = haves[k..]
+                .iter()
+                .take_while(|h| h.0 == d)
+                .map(|h| h.1)
+                .collect();
+            k += conns.len();
+            self.push(self.now + d, Ev::Haves { piece, conns });
+        }
+        haves.clear();
+        self.haves = haves;
     }
 
-    fn eta(remaining: f64, rate: f64) -> u64 {
-        if rate <= 0.0 {
-            return u64::MAX / 4;
-        }
-        (remaining * 1e6 / rate).ceil() as u64
-    }
-
-    fn flow_done(&mut self, f: u32, version: u32) {
-        let fl = &self.flows[f as usize];
-        if !fl.live || fl.version != version {
-            self.stale += 1;
-            return;
-        }
-        let (i, j, block) = (fl.from, fl.to, fl.block);
+    /// Hashes `piece` for node `i`: good unless a corrupt peer supplied an
+    /// accepted block of it.
+    fn verify(&mut self, i: u32, piece: u32) {
         let now = Time::from_micros(self.now);
-        self.nodes[i as usize]
-            .swarm
-            .handle_bytes_sent(now, key(j), u64::from(block.len));
-        let at = self.now + self.lat(i, j);
-        self.push(
-            at,
-            Ev::BlockIn {
-                from: i,
-                to: j,
-                block,
-            },
-        );
-        let next = self.nodes[i as usize]
-            .conns
-            .get_mut(&j)
-            .and_then(|c| c.queue.pop_front());
-        if let Some(b) = next {
-            let fl = &mut self.flows[f as usize];
-            fl.block = b;
-            fl.remaining = f64::from(b.len);
-            fl.last = self.now;
-            fl.version = fl.version.wrapping_add(1);
-            let (version, at) = (fl.version, self.now + Self::eta(fl.remaining, fl.rate));
-            self.push(at, Ev::FlowDone { flow: f, version });
-        } else {
-            if let Some(c) = self.nodes[i as usize].conns.get_mut(&j) {
-                c.flow = None;
+        let n = &mut self.nodes[i as usize];
+        let bad = n.tainted.iter().position(|&p| p == piece);
+        if let Some(pos) = bad {
+            n.tainted.swap_remove(pos);
+            self.failed += 1;
+            n.swarm
+                .handle_piece_verified(now, piece, false)
+                .expect("the swarm asked for this verification");
+            return;
+        }
+        n.swarm
+            .handle_piece_verified(now, piece, true)
+            .expect("the swarm asked for this verification");
+        n.swarm
+            .handle_piece_stored(now, piece)
+            .expect("a verified piece is awaiting storage");
+        n.clean += 1;
+        // Copies on corrupt peers do not count: nobody can fetch them.
+        if !n.spec.seed && !n.spec.corrupt {
+            let h = &mut self.holders[piece as usize];
+            *h += 1;
+            if *h == 1 {
+                self.covered += 1;
+                if self.covered == self.pieces {
+                    self.one_copy_exists();
+                }
             }
+        }
+    }
+
+    fn completed(&mut self, i: u32) {
+        let n = &mut self.nodes[i as usize];
+        if n.completed_at.is_some() || n.spec.seed {
+            return;
+        }
+        n.completed_at = Some(self.now);
+        if !n.spec.corrupt && n.spec.leave.is_none() {
+            self.waiting -= 1;
+        }
+    }
+
+    /// Closes half `c` (our side only): drops its queue and flow.
+    pub(crate) fn close(&mut self, c: u32) {
+        let conn = &mut self.conns[c as usize];
+        if !conn.up {
+            return;
+        }
+        conn.up = false;
+        conn.queue.clear();
+        let node = conn.node;
+        let flow = conn.flow.take();
+        self.nodes[node as usize].live -= 1;
+        if let Some(f) = flow {
             self.end_flow(f);
         }
-        self.drain(i);
+        // Data flowing towards us on this link is lost too.
+        if let Some(f) = self.conns[(c ^ 1) as usize].flow.take() {
+            self.conns[(c ^ 1) as usize].queue.clear();
+            self.end_flow(f);
+        }
     }
 }
 
 /// Builds and runs a scenario; returns the outcome and the wall time.
-pub fn run_scenario(s: &Scenario) -> anyhow::Result<(Outcome, std::time::Duration)> {
+pub fn run_scenario(
+    s: &crate::scenario::Scenario,
+) -> anyhow::Result<(Outcome, std::time::Duration)> {
     run_scenario_with(s, false)
 }
 
 /// [`run_scenario`], optionally printing progress to stderr.
 pub fn run_scenario_with(
-    s: &Scenario,
+    s: &crate::scenario::Scenario,
     progress: bool,
 ) -> anyhow::Result<(Outcome, std::time::Duration)> {
     let setup = Setup::from_scenario(s)?;

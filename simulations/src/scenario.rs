@@ -42,6 +42,10 @@ pub struct Scenario {
     /// One-way latency between regions, in ms: `regions[a][b]`.
     #[serde(default)]
     pub regions: Option<Vec<Vec<f64>>>,
+    /// Packet loss on every path between two different regions (a slow,
+    /// lossy inter-region link; see the README for what this models).
+    #[serde(default)]
+    pub inter_region_loss: f64,
     /// Give up after this much simulated time (default: 50 × T_min).
     #[serde(default)]
     pub max_sim_secs: Option<f64>,
@@ -56,6 +60,114 @@ pub struct Scenario {
     /// Overrides of the swarm configuration.
     #[serde(default)]
     pub swarm: SwarmOverrides,
+    /// Scheduled faults.
+    #[serde(default)]
+    pub faults: Faults,
+    /// Replicated tracker tables to simulate (see `replication.rs`).
+    #[serde(default)]
+    pub tracker: Option<TrackerSpec>,
+}
+
+/// Faults scheduled into a run. Fractions are of the leechers, chosen by
+/// the scenario's seed; corrupt peers never leave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Leechers that leave gracefully (say goodbye) at a uniform time in
+    /// `churn_from_secs..churn_until_secs`.
+    #[serde(default)]
+    pub leave_fraction: f64,
+    /// Leechers that crash (vanish; peers notice after `detect_secs`) in
+    /// the same window.
+    #[serde(default)]
+    pub crash_fraction: f64,
+    /// Start of the churn window, s.
+    #[serde(default)]
+    pub churn_from_secs: f64,
+    /// End of the churn window, s.
+    #[serde(default)]
+    pub churn_until_secs: f64,
+    /// The seeders leave once the leechers together hold one copy.
+    #[serde(default)]
+    pub seed_leaves_after_copy: bool,
+    /// Leechers whose every served block fails the piece hash.
+    #[serde(default)]
+    pub corrupt_fraction: f64,
+    /// How long a peer takes to notice a crash or a cut (the transport's
+    /// idle timeout), s.
+    #[serde(default = "five")]
+    pub detect_secs: f64,
+    /// How long a node that lost a connection waits before dialling a
+    /// replacement (a tracker round trip), s.
+    #[serde(default = "one_f")]
+    pub redial_secs: f64,
+    /// Partitions between regions.
+    #[serde(default)]
+    pub partition: Vec<PartitionSpec>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            leave_fraction: 0.0,
+            crash_fraction: 0.0,
+            churn_from_secs: 0.0,
+            churn_until_secs: 0.0,
+            seed_leaves_after_copy: false,
+            corrupt_fraction: 0.0,
+            detect_secs: 5.0,
+            redial_secs: 1.0,
+            partition: Vec::new(),
+        }
+    }
+}
+
+fn five() -> f64 {
+    5.0
+}
+
+/// The regions in `regions` are cut off from all others from `at_secs`
+/// until `heal_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    /// One side of the cut.
+    pub regions: Vec<usize>,
+    /// When the cut starts, s.
+    pub at_secs: f64,
+    /// When it heals, s.
+    pub heal_secs: f64,
+}
+
+/// Tracker replicas running proto's peer-table CRDT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSpec {
+    /// The region of each replica.
+    pub replicas: Vec<usize>,
+    /// How often every live node re-announces, s.
+    #[serde(default = "thirty")]
+    pub announce_interval_secs: f64,
+    /// How often each replica runs anti-entropy with one other, s.
+    #[serde(default = "five")]
+    pub anti_entropy_secs: f64,
+    /// Replicas that die (stop for good) at a time.
+    #[serde(default)]
+    pub die: Vec<ReplicaDeath>,
+}
+
+fn thirty() -> f64 {
+    30.0
+}
+
+/// A replica that dies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaDeath {
+    /// Index into `replicas`.
+    pub replica: usize,
+    /// When, s.
+    pub at_secs: f64,
 }
 
 fn one() -> u64 {
@@ -83,6 +195,9 @@ pub struct Seeders {
     /// Region index into the latency matrix.
     #[serde(default)]
     pub region: usize,
+    /// Access latency added to every path from or to a seeder, ms.
+    #[serde(default)]
+    pub latency_ms: f64,
 }
 
 fn one_usize() -> usize {
@@ -103,6 +218,12 @@ pub struct Class {
     /// Region index into the latency matrix.
     #[serde(default)]
     pub region: usize,
+    /// Access latency added to every path from or to these nodes, ms.
+    #[serde(default)]
+    pub latency_ms: f64,
+    /// Packet loss rate on these nodes' access links (0..1).
+    #[serde(default)]
+    pub loss: f64,
 }
 
 /// Optional overrides of [`SwarmConfig`] fields.
@@ -140,6 +261,18 @@ pub struct NodeSpec {
     pub region: usize,
     /// When it joins, µs.
     pub join_us: u64,
+    /// Access latency, µs (added at both ends of a path).
+    pub access_us: u64,
+    /// Packet loss rate of its access link.
+    pub loss: f64,
+    /// Serves corrupt blocks.
+    pub corrupt: bool,
+    /// When it leaves, µs, and whether by crashing.
+    pub leave: Option<(u64, bool)>,
+}
+
+fn ms_to_us(ms: f64) -> u64 {
+    (ms * 1000.0).round().max(0.0) as u64
 }
 
 /// Mbit/s to bytes/s.
@@ -195,6 +328,50 @@ impl Scenario {
         if self.degree == 0 {
             bail!("degree must be at least 1");
         }
+        let f = &self.faults;
+        let fractions = [f.leave_fraction, f.crash_fraction, f.corrupt_fraction];
+        if fractions.iter().any(|x| !(0.0..=1.0).contains(x)) || fractions.iter().sum::<f64>() > 1.0
+        {
+            bail!("fault fractions must be in 0..=1 and sum to at most 1");
+        }
+        let times = [
+            f.churn_from_secs,
+            f.churn_until_secs,
+            f.detect_secs,
+            f.redial_secs,
+        ];
+        if times.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
+            bail!("fault times must be finite and non-negative");
+        }
+        let lat_loss = self
+            .classes
+            .iter()
+            .flat_map(|c| [c.latency_ms, c.loss * 1000.0]);
+        if lat_loss
+            .chain([self.seeders.latency_ms])
+            .any(|v| !(v.is_finite() && v >= 0.0))
+            || self.classes.iter().any(|c| c.loss >= 1.0)
+            || !(0.0..1.0).contains(&self.inter_region_loss)
+        {
+            bail!("latencies must be non-negative and loss in 0..1");
+        }
+        for p in &f.partition {
+            let ordered =
+                p.at_secs.is_finite() && p.heal_secs.is_finite() && p.heal_secs >= p.at_secs;
+            if p.regions.iter().any(|&r| r >= regions) || !ordered {
+                bail!("a partition names an unknown region or heals before it starts");
+            }
+        }
+        if let Some(t) = &self.tracker {
+            if t.replicas.is_empty() || t.replicas.iter().any(|&r| r >= regions) {
+                bail!("tracker replicas need at least one, each in a known region");
+            }
+            if t.die.iter().any(|d| d.replica >= t.replicas.len())
+                || !(t.announce_interval_secs > 0.0 && t.anti_entropy_secs > 0.0)
+            {
+                bail!("a dying replica is out of range, or an interval is not positive");
+            }
+        }
         self.geometry_bytes()?;
         self.swarm_config().validate()?;
         Ok(())
@@ -246,6 +423,10 @@ impl Scenario {
                 down: mbps(s.down_mbps.unwrap_or(s.up_mbps)),
                 region: s.region,
                 join_us: 0,
+                access_us: ms_to_us(s.latency_ms),
+                loss: 0.0,
+                corrupt: false,
+                leave: None,
             })
             .collect();
         let total: f64 = self.classes.iter().map(|c| c.weight).sum();
@@ -280,9 +461,42 @@ impl Scenario {
                     down: mbps(c.down_mbps),
                     region: c.region,
                     join_us,
+                    access_us: ms_to_us(c.latency_ms),
+                    loss: c.loss,
+                    corrupt: false,
+                    leave: None,
                 });
             }
         }
+        self.assign_faults(&mut out, rng);
         out
+    }
+
+    /// Picks the corrupt, leaving and crashing leechers (disjoint sets, in
+    /// that order, from one seeded shuffle) and their leave times.
+    fn assign_faults(&self, nodes: &mut [NodeSpec], rng: &mut crate::rng::SplitMix) {
+        let f = &self.faults;
+        let first = self.seeders.count;
+        let mut order: Vec<usize> = (first..nodes.len()).collect();
+        for k in (1..order.len()).rev() {
+            order.swap(k, rng.below(k as u64 + 1) as usize);
+        }
+        let n = order.len() as f64;
+        let count = |x: f64| (x * n).round() as usize;
+        let (corrupt, leave, crash) = (
+            count(f.corrupt_fraction),
+            count(f.leave_fraction),
+            count(f.crash_fraction),
+        );
+        let span = ((f.churn_until_secs - f.churn_from_secs).max(0.0) * 1e6) as u64;
+        let from = (f.churn_from_secs.max(0.0) * 1e6) as u64;
+        for (k, &i) in order.iter().enumerate() {
+            if k < corrupt {
+                nodes[i].corrupt = true;
+            } else if k < corrupt + leave + crash {
+                let at = (from + rng.below(span + 1)).max(nodes[i].join_us);
+                nodes[i].leave = Some((at, k >= corrupt + leave));
+            }
+        }
     }
 }

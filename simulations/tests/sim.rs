@@ -1,21 +1,24 @@
-//! Whole runs of the simulator over real swarms: a small flash crowd near
-//! the fluid bound, determinism, a heterogeneous fleet, and the shipped
-//! scenario files.
+//! Whole runs of the simulator over real swarms: a flash crowd near the
+//! fluid bound, determinism, a heterogeneous fleet, the shipped scenario
+//! files, and a swarm-level guard against the release-only miscompile
+//! that once made builds disagree.
 
 use std::path::Path;
 
-use shoal_sim::net::{run_scenario, Outcome};
+use shoal_proto::swarm::{Geometry, PeerKey, Swarm, SwarmConfig, Time};
+use shoal_sim::net::run_scenario;
+use shoal_sim::outcome::Outcome;
 use shoal_sim::scenario::Scenario;
 
-/// 60 leechers at 1 Gbit/s up, 4 Gbit/s down, one 1 Gbit/s seed, 256 MiB
-/// in 1 MiB pieces, degree 12, 1 ms one-way.
-const SMALL_FLASH: &str = r#"
+/// 200 leechers at 1 Gbit/s up, 4 Gbit/s down, one 1 Gbit/s seed,
+/// 256 MiB in 1 MiB pieces, degree 16, 1 ms one-way.
+const FLASH: &str = r#"
 name = "small-flash"
 seed = 7
-nodes = 60
+nodes = 200
 file_mib = 256
 piece_kib = 1024
-degree = 12
+degree = 16
 latency_ms = 1.0
 
 [seeders]
@@ -32,28 +35,33 @@ fn run(text: &str) -> Outcome {
 }
 
 #[test]
-fn a_small_flash_crowd_finishes_within_1_2_t_min() {
-    let out = run(SMALL_FLASH);
-    assert!(out.all_completed(), "{:?}", out.completions_us);
+fn a_flash_crowd_finishes_within_1_2_t_min() {
+    let out = run(FLASH);
+    assert!(out.all_completed(), "{:?}", out.completions_us());
+    assert_eq!(out.completions_us().len(), 200);
     let ratio = out.ratio().unwrap();
     let copies = out.seed_uploaded as f64 / out.file_bytes as f64;
     println!(
-        "small flash crowd: last {:.3} s, T_min {:.3} s, ratio {ratio:.3}, seed sent {copies:.3} copies",
+        "flash crowd: last {:.3} s, T_min {:.3} s, ratio {ratio:.3}, seed sent {copies:.3} copies",
         out.quantile_secs(1.0).unwrap(),
         out.t_min
     );
     assert!(ratio <= 1.2, "last completion {ratio:.3} x T_min");
+    assert!(ratio >= 1.0, "faster than the fluid bound: {ratio:.3}");
+    // The seed sent every piece at least once and not much more.
+    assert!((1.0..1.2).contains(&copies), "{copies}");
 }
 
 #[test]
-fn the_same_seed_gives_the_same_completions() {
-    let a = run(SMALL_FLASH);
-    let b = run(SMALL_FLASH);
-    assert_eq!(a.completions_us, b.completions_us);
-    assert_eq!(a.events, b.events);
-    assert_eq!(a.seed_uploaded, b.seed_uploaded);
-    let c = run(&SMALL_FLASH.replace("seed = 7", "seed = 8"));
-    assert_ne!(a.completions_us, c.completions_us);
+fn the_same_seed_gives_the_same_run() {
+    let text = FLASH
+        .replace("nodes = 200", "nodes = 60")
+        .replace("file_mib = 256", "file_mib = 64");
+    let a = run(&text);
+    let b = run(&text);
+    assert_eq!(a, b);
+    let c = run(&text.replace("seed = 7", "seed = 8"));
+    assert_ne!(a.completions_us(), c.completions_us());
 }
 
 #[test]
@@ -83,7 +91,7 @@ up_mbps = 10000
 down_mbps = 10000
 "#;
     let out = run(text);
-    assert!(out.all_completed(), "{:?}", out.completions_us);
+    assert!(out.all_completed(), "{:?}", out.completions_us());
     let ratio = out.ratio().unwrap();
     println!("heterogeneous: ratio {ratio:.3}");
     // The 100 Mbit/s downloaders bind T_min; everyone must finish within
@@ -94,7 +102,15 @@ down_mbps = 10000
 #[test]
 fn the_shipped_scenarios_parse() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    for name in ["flash-crowd.toml", "heterogeneous.toml"] {
+    let names = [
+        "flash-crowd.toml",
+        "heterogeneous.toml",
+        "churn.toml",
+        "two-regions.toml",
+        "tracker-partition.toml",
+        "corrupt.toml",
+    ];
+    for name in names {
         let s = Scenario::load(&dir.join(name)).unwrap();
         assert!(s.nodes > 0, "{name}");
     }
@@ -108,23 +124,29 @@ fn the_shipped_scenarios_parse() {
 
 #[test]
 fn bad_scenarios_are_refused() {
-    assert!(Scenario::parse(&SMALL_FLASH.replace("nodes = 60", "nodes = 0")).is_err());
+    assert!(Scenario::parse(&FLASH.replace("nodes = 200", "nodes = 0")).is_err());
     assert!(Scenario::parse(
-        &SMALL_FLASH.replace("up_mbps = 1000\n\n[[class]]", "up_mbps = -1\n\n[[class]]")
+        &FLASH.replace("up_mbps = 1000\n\n[[class]]", "up_mbps = -1\n\n[[class]]")
     )
     .is_err());
-    assert!(Scenario::parse(&format!("{SMALL_FLASH}\nregion_typo = 1\n")).is_err());
+    assert!(Scenario::parse(&format!("{FLASH}\nregion_typo = 1\n")).is_err());
+    assert!(Scenario::parse(&format!("{FLASH}\n[faults]\ncorrupt_fraction = 1.5\n")).is_err());
+    let bad_cut = "[faults]\n[[faults.partition]]\nregions = [3]\nat_secs = 1\nheal_secs = 2\n";
+    assert!(Scenario::parse(&format!("{FLASH}\n{bad_cut}")).is_err());
 }
 
 #[test]
 fn late_joiners_and_two_seeders_complete() {
-    let text = SMALL_FLASH
-        .replace("nodes = 60", "nodes = 20\njoin_spread_secs = 1.0")
+    let text = FLASH
+        .replace("nodes = 200", "nodes = 20\njoin_spread_secs = 1.0")
         .replace("file_mib = 256", "file_mib = 32")
         .replace("[seeders]", "[seeders]\ncount = 2");
     let out = run(&text);
-    assert!(out.all_completed(), "{:?}", out.completions_us);
-    assert_eq!(out.completions_us.len(), 20);
+    assert!(out.all_completed(), "{:?}", out.completions_us());
+    assert_eq!(out.completions_us().len(), 20);
+    for n in &out.nodes {
+        assert!(n.completed_us.unwrap() > n.join_us, "{n:?}");
+    }
     // T_min ignores join times; the last joiner arrives up to 1 s late.
     let last = out.quantile_secs(1.0).unwrap();
     assert!(
@@ -132,4 +154,49 @@ fn late_joiners_and_two_seeders_complete() {
         "{last} s, T_min {}",
         out.t_min
     );
+}
+
+/// A peer's piece count must follow its `Have`s. rustc 1.95.0 at
+/// opt-level 3 once compiled the swarm's bitset insert so that the count
+/// stayed 0 (see `proto/src/swarm/bitset.rs`); this only fails under
+/// `cargo test --release`, which is how the simulator found it.
+#[test]
+fn peer_piece_counts_follow_haves() {
+    let g = Geometry::new(128 << 20, 1 << 20).unwrap();
+    let mut s = Swarm::new(g, &[0u8; 16], SwarmConfig::default(), 1).unwrap();
+    let t = Time::from_micros(1000);
+    let k = PeerKey(1);
+    s.handle_peer_connected(t, k, true).unwrap();
+    s.handle_have_none(t, k).unwrap();
+    for p in [29, 3, 127, 64] {
+        s.handle_have(t, k, std::hint::black_box(p)).unwrap();
+    }
+    s.handle_have(t, k, 3).unwrap();
+    assert_eq!(s.peer_info(t, k).unwrap().pieces, 4);
+}
+
+#[test]
+fn out_writes_the_csv_and_the_cdf_with_the_bound() {
+    let text = FLASH
+        .replace("nodes = 200", "nodes = 12")
+        .replace("file_mib = 256", "file_mib = 16");
+    let out = run(&text);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-out");
+    shoal_sim::plot::write_outputs(&out, "small", &dir).unwrap();
+    let csv = std::fs::read_to_string(dir.join("completions.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 13);
+    assert!(lines[0].starts_with("node,region,"));
+    // Every leecher completed, so every row has a completion time.
+    for l in &lines[1..] {
+        let completed = l.split(',').nth(5).unwrap();
+        assert!(completed.parse::<f64>().unwrap() > 0.0, "{l}");
+    }
+    let svg = std::fs::read_to_string(dir.join("cdf.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert!(
+        svg.contains(&format!("T_min = {:.3} s", out.t_min)),
+        "no bound label"
+    );
+    assert!(svg.contains("<polyline"), "no curve");
 }
