@@ -291,6 +291,11 @@ impl Actor {
             pieces_downloaded: self.pieces_downloaded,
             pieces_failed: self.pieces_failed,
             peers: self.peers.values().map(|p| p.node).collect(),
+            peer_addrs: self
+                .peers
+                .values()
+                .filter_map(|p| Some((p.node, p.remote?)))
+                .collect(),
             known_peers: self.book.len(),
             banned: self.banned.clone(),
             scores: self

@@ -97,6 +97,8 @@ pub struct TorrentStatus {
     pub pieces_failed: u32,
     /// Connected (or connecting) peers.
     pub peers: Vec<NodeId>,
+    /// Where each connected peer's connection comes from.
+    pub peer_addrs: Vec<(NodeId, SocketAddr)>,
     /// Peers the peer book knows of (connected, candidates, given up,
     /// banned).
     pub known_peers: usize,

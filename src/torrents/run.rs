@@ -362,7 +362,11 @@ pub(crate) fn detail(ih: InfoHash, e: &Entry, status: Option<&TorrentStatus>) ->
                     let score = s.scores.iter().find(|(n, _)| n == id).map(|(_, sc)| *sc);
                     PeerView {
                         node_id: hex(id),
-                        addr: None,
+                        addr: s
+                            .peer_addrs
+                            .iter()
+                            .find(|(n, _)| n == id)
+                            .map(|(_, a)| a.to_string()),
                         bad_pieces: score.map_or(0.0, |sc| sc.bad_pieces),
                         banned: score.is_some_and(|sc| sc.banned),
                     }

@@ -91,6 +91,13 @@ fn download_pause_resume_metrics_and_remove() {
         part["peer_list"].as_array().unwrap().len() == 1,
         "the seed is the one peer: {part}"
     );
+    // Its address is the seed's, on loopback.
+    let addr = part["peer_list"][0]["addr"].as_str().unwrap_or("");
+    assert!(
+        addr.parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback()),
+        "the seed's address: {part}"
+    );
     let (code, v) = api(
         node.http,
         "POST",
