@@ -306,7 +306,11 @@ impl Actor {
         drop(self);
         let closed = tokio::task::spawn_blocking(move || {
             let r = db.flush();
+            let path = db.path().to_path_buf();
             drop(db);
+            if !Db::wait_released(&path, std::time::Duration::from_secs(5)) {
+                warn!(path = %path.display(), "storage: sled still holds its lock after closing");
+            }
             r
         })
         .await;

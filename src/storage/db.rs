@@ -220,6 +220,30 @@ impl Db {
         &self.path
     }
 
+    /// Waits, up to `limit`, until nothing holds the lock sled takes on
+    /// the database at `path` (its `db` file), and says whether it is free.
+    /// sled's background threads can keep the lock for a moment after the
+    /// last handle is dropped; storage reports itself stopped only once a
+    /// new `Storage::spawn` on the same directory can open it. Blocks.
+    pub fn wait_released(path: &Path, limit: std::time::Duration) -> bool {
+        use rustix::fs::{flock, FlockOperation};
+        let start = std::time::Instant::now();
+        let Ok(file) = std::fs::File::open(path.join("db")) else {
+            // No lock file: nothing to wait for.
+            return true;
+        };
+        loop {
+            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                let _ = flock(&file, FlockOperation::Unlock);
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     fn err(&self, e: sled::Error) -> StorageError {
         StorageError::db(&self.path, e)
     }
