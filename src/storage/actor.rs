@@ -39,21 +39,37 @@ use open::parse_add;
 /// Operations that may wait in one torrent's queue.
 const MAX_QUEUED: usize = 1024;
 
+/// Longest wait for sled to release its lock once the database is closed.
+const RELEASE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What start-up read from the database.
 pub(super) struct Loaded {
     db: Db,
     torrents: Vec<(InfoHash, TorrentRecord, Info, Bitfield)>,
 }
 
-/// Opens the database and reads every torrent and bitfield. Blocks.
+/// Opens the database and reads every torrent and bitfield. Blocks. A
+/// database that fails to load is closed, and its lock released, before
+/// the error returns, so the caller can repair it and try again.
 pub(super) fn load(data_dir: &Path) -> Result<Loaded> {
     let db = Db::open(data_dir)?;
-    let mut torrents = Vec::new();
-    for (ih, record, info) in db.list_torrents()? {
-        let have = db.load_have(&ih, info.piece_count())?;
-        torrents.push((ih, record, info, have));
+    let read = || {
+        let mut torrents = Vec::new();
+        for (ih, record, info) in db.list_torrents()? {
+            let have = db.load_have(&ih, info.piece_count())?;
+            torrents.push((ih, record, info, have));
+        }
+        Ok(torrents)
+    };
+    match read() {
+        Ok(torrents) => Ok(Loaded { db, torrents }),
+        Err(e) => {
+            let path = db.path().to_path_buf();
+            drop(db);
+            Db::wait_released(&path, RELEASE_LIMIT);
+            Err(e)
+        }
     }
-    Ok(Loaded { db, torrents })
 }
 
 /// One operation on a known torrent.
@@ -308,7 +324,7 @@ impl Actor {
             let r = db.flush();
             let path = db.path().to_path_buf();
             drop(db);
-            if !Db::wait_released(&path, std::time::Duration::from_secs(5)) {
+            if !Db::wait_released(&path, RELEASE_LIMIT) {
                 warn!(path = %path.display(), "storage: sled still holds its lock after closing");
             }
             r

@@ -204,6 +204,10 @@ impl Db {
     pub fn open(data_dir: &Path) -> Result<Db> {
         let path = data_dir.join("db");
         std::fs::create_dir_all(&path).map_err(|e| StorageError::io(&path, e))?;
+        // sled only tries its lock once; give a handle closed a moment ago
+        // (a restart in the same process) time to let go. Another live
+        // node on the same directory still gets sled's clear lock error.
+        Self::wait_released(&path, std::time::Duration::from_secs(2));
         let db = sled::open(&path).map_err(|e| StorageError::db(&path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| StorageError::db(&path, e));
         Ok(Db {
