@@ -4,7 +4,6 @@
 //! on disk is intact; 1 if it is not or the hook failed; 2 on errors.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
@@ -37,25 +36,9 @@ pub struct FetchArgs {
     /// and SHOAL_PATH in its environment.
     #[arg(long, value_name = "CMD")]
     pub on_complete: Option<String>,
-    /// Directory for the node's key and storage database.
-    #[arg(
-        long,
-        env = "SHOAL_DATA_DIR",
-        value_name = "DIR",
-        default_value = "shoal-data"
-    )]
-    pub data_dir: PathBuf,
-    /// QUIC (UDP) listen address.
-    #[arg(long, value_name = "ADDR", default_value = peer::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Upload limit of the node in bytes per second, such as 500K or 10M
-    /// (binary units: 1M is 1 MiB/s) [default: unlimited].
-    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
-    pub max_upload_rate: Option<u64>,
-    /// Download limit of the node in bytes per second, such as 500K or 10M
-    /// [default: unlimited].
-    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
-    pub max_download_rate: Option<u64>,
+    /// The node's data directory, listen address and rate limits.
+    #[command(flatten)]
+    pub node: peer::NodeArgs,
 }
 
 pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
@@ -90,8 +73,8 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
             }
             None => {
                 peer::start(
-                    &a.data_dir,
-                    a.listen,
+                    &a.node.data_dir,
+                    a.node.listen,
                     meta,
                     target_dir.clone(),
                     Role::Leech,
@@ -104,7 +87,7 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
             .mesh
             .endpoint()
             .rates()
-            .set_node(a.max_upload_rate, a.max_download_rate);
+            .set_node(a.node.max_upload_rate, a.node.max_download_rate);
         println!("infohash {ih}");
         println!("listening on {}", running.listen);
         let _ = std::io::stdout().flush();
@@ -197,7 +180,7 @@ async fn resolve(
     a: &FetchArgs,
     magnet: &shoal_proto::Magnet,
 ) -> anyhow::Result<(shoal_proto::Metainfo, peer::Base)> {
-    let base = peer::open(&a.data_dir, a.listen).await?;
+    let base = peer::open(&a.node.data_dir, a.node.listen).await?;
     eprintln!(
         "fetching the metadata of {} from peers (up to {:?})",
         magnet.info_hash, a.magnet_timeout

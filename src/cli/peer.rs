@@ -23,6 +23,31 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7882";
 /// Bound on the `stopped` announce and the connection close at exit.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The flags `shoal seed` and `shoal fetch` share: where the node keeps
+/// its state, where it listens, and its rate limits.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Directory for the node's key and storage database.
+    #[arg(
+        long,
+        env = "SHOAL_DATA_DIR",
+        value_name = "DIR",
+        default_value = "shoal-data"
+    )]
+    pub data_dir: PathBuf,
+    /// QUIC (UDP) listen address.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Upload limit of the node in bytes per second, such as 500K or 10M
+    /// (binary units: 1M is 1 MiB/s) [default: unlimited].
+    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
+    pub max_upload_rate: Option<u64>,
+    /// Download limit of the node in bytes per second, such as 500K or 10M
+    /// [default: unlimited].
+    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
+    pub max_download_rate: Option<u64>,
+}
+
 /// A running torrent and everything under it.
 pub struct Running {
     pub mesh: Mesh,

@@ -3,7 +3,6 @@
 //! announces `stopped` on the way out.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
@@ -31,25 +30,9 @@ pub struct SeedArgs {
     /// tier. Overrides the torrent's trackers.
     #[arg(short = 't', long = "tracker", value_name = "URL")]
     pub trackers: Vec<String>,
-    /// Directory for the node's key and storage database.
-    #[arg(
-        long,
-        env = "SHOAL_DATA_DIR",
-        value_name = "DIR",
-        default_value = "shoal-data"
-    )]
-    pub data_dir: PathBuf,
-    /// QUIC (UDP) listen address.
-    #[arg(long, value_name = "ADDR", default_value = peer::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Upload limit of the node in bytes per second, such as 500K or 10M
-    /// (binary units: 1M is 1 MiB/s) [default: unlimited].
-    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
-    pub max_upload_rate: Option<u64>,
-    /// Download limit of the node in bytes per second, such as 500K or 10M
-    /// [default: unlimited].
-    #[arg(long, value_name = "RATE", value_parser = super::parse_size)]
-    pub max_download_rate: Option<u64>,
+    /// The node's data directory, listen address and rate limits.
+    #[command(flatten)]
+    pub node: peer::NodeArgs,
 }
 
 pub fn run(a: SeedArgs) -> anyhow::Result<ExitCode> {
@@ -111,13 +94,20 @@ pub fn run(a: SeedArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let signals = peer::watch_signals()?;
-        let running =
-            peer::start(&a.data_dir, a.listen, meta, target_dir, Role::Seed, tiers).await?;
+        let running = peer::start(
+            &a.node.data_dir,
+            a.node.listen,
+            meta,
+            target_dir,
+            Role::Seed,
+            tiers,
+        )
+        .await?;
         running
             .mesh
             .endpoint()
             .rates()
-            .set_node(a.max_upload_rate, a.max_download_rate);
+            .set_node(a.node.max_upload_rate, a.node.max_download_rate);
         let status = running.torrent.status().await?;
         if !status.complete {
             running.stop().await;
