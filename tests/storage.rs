@@ -83,6 +83,7 @@ impl Fixture {
             settings: TorrentSettings {
                 download_limit: None,
                 upload_limit: Some(10 << 20),
+                import_existing: false,
             },
         }
     }

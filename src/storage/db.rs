@@ -3,7 +3,8 @@
 //! Trees, each keyed by the torrent's 20-byte infohash:
 //! - `torrents`: one [`TorrentRecord`] per torrent: the raw `.torrent` (or
 //!   bare info dictionary, for a magnet), the target directory, when it was
-//!   added, the paused flag and per-torrent settings.
+//!   added, the paused flag and per-torrent settings (version 2 added the
+//!   import intent; version 1 records still load, without it).
 //! - `have`: the torrent's piece bitfield, exactly BitTorrent's bytes
 //!   (MSB-first, spare bits zero; see `shoal_proto::bitfield`). An absent
 //!   entry means no piece is stored.
@@ -41,8 +42,10 @@ pub const HAVE: &str = "have";
 /// Name of the tree reserved for cluster job records.
 pub const JOBS: &str = "jobs";
 
-/// Version byte in front of every `torrents` value.
+/// Version byte of the first `torrents` values, still read.
 const RECORD_V1: u8 = 1;
+/// Version byte in front of every `torrents` value written now.
+const RECORD_V2: u8 = 2;
 
 /// The bytes a torrent was added from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,9 @@ pub struct TorrentSettings {
     pub download_limit: Option<u64>,
     /// Upload limit in bytes per second; `None` for no limit.
     pub upload_limit: Option<u64>,
+    /// Import the data already in the target directory when it next
+    /// starts: added over existing content and not started since.
+    pub import_existing: bool,
 }
 
 /// What the node keeps about one torrent.
@@ -105,6 +111,13 @@ struct RecordV1 {
     upload_limit: Option<u64>,
 }
 
+/// Version 2: version 1 and the import intent after it.
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    v1: RecordV1,
+    import_existing: bool,
+}
+
 #[derive(Serialize, Deserialize)]
 enum SourceV1 {
     Metainfo(Vec<u8>),
@@ -126,8 +139,12 @@ pub fn encode_record(r: &TorrentRecord) -> Result<Vec<u8>> {
         download_limit,
         upload_limit,
     };
-    let mut out = vec![RECORD_V1];
-    out.extend(postcard::to_allocvec(&v1).map_err(|e| StorageError::Encode(e.to_string()))?);
+    let v2 = RecordV2 {
+        v1,
+        import_existing: r.settings.import_existing,
+    };
+    let mut out = vec![RECORD_V2];
+    out.extend(postcard::to_allocvec(&v2).map_err(|e| StorageError::Encode(e.to_string()))?);
     Ok(out)
 }
 
@@ -141,13 +158,19 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<(InfoHash, TorrentRecor
         reason,
     };
     let infohash = key_to_infohash(TORRENTS, key)?;
-    let body = match value.split_first() {
-        Some((&RECORD_V1, body)) => body,
+    let undecodable = |e: postcard::Error| corrupt(format!("undecodable record: {e}"));
+    let (v1, import_existing, rest) = match value.split_first() {
+        Some((&RECORD_V1, body)) => {
+            let (v1, rest) = postcard::take_from_bytes::<RecordV1>(body).map_err(undecodable)?;
+            (v1, false, rest)
+        }
+        Some((&RECORD_V2, body)) => {
+            let (v2, rest) = postcard::take_from_bytes::<RecordV2>(body).map_err(undecodable)?;
+            (v2.v1, v2.import_existing, rest)
+        }
         Some((v, _)) => return Err(corrupt(format!("unknown record version {v}"))),
         None => return Err(corrupt("empty value".into())),
     };
-    let (v1, rest) = postcard::take_from_bytes::<RecordV1>(body)
-        .map_err(|e| corrupt(format!("undecodable record: {e}")))?;
     if !rest.is_empty() {
         return Err(corrupt(format!(
             "{} stray bytes after the record",
@@ -165,6 +188,7 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<(InfoHash, TorrentRecor
         settings: TorrentSettings {
             download_limit: v1.download_limit,
             upload_limit: v1.upload_limit,
+            import_existing,
         },
     };
     let (got, info) = record
@@ -386,9 +410,39 @@ mod tests {
             settings: TorrentSettings {
                 download_limit: Some(1 << 20),
                 upload_limit: None,
+                import_existing: true,
             },
         };
         (InfoHash::of_info_bytes(&bytes), record)
+    }
+
+    /// A record written before the import intent existed (version 1)
+    /// still loads, with no intent; written again it is version 2.
+    #[test]
+    fn version_1_records_load_without_the_import_intent() {
+        use std::os::unix::ffi::OsStrExt;
+        let (ih, rec) = record();
+        let TorrentSource::Info(bytes) = &rec.source else {
+            unreachable!()
+        };
+        let v1 = RecordV1 {
+            source: SourceV1::Info(bytes.clone()),
+            target_dir: rec.target_dir.as_os_str().as_bytes().to_vec(),
+            added_unix_ms: rec.added_unix_ms,
+            paused: rec.paused,
+            download_limit: rec.settings.download_limit,
+            upload_limit: rec.settings.upload_limit,
+        };
+        let mut old = vec![RECORD_V1];
+        old.extend(postcard::to_allocvec(&v1).unwrap());
+        let (got_ih, got, _) = decode_record(&ih.0, &old).unwrap();
+        assert_eq!(got_ih, ih);
+        let mut want = rec.clone();
+        want.settings.import_existing = false;
+        assert_eq!(got, want);
+        let new = encode_record(&rec).unwrap();
+        assert_eq!(new[0], RECORD_V2);
+        assert_eq!(decode_record(&ih.0, &new).unwrap().1, rec);
     }
 
     #[test]

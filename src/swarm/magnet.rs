@@ -1,45 +1,41 @@
-//! Resolving a magnet link: find peers of the torrent (the link's `tr`
-//! trackers, then tracker nodes learned by gossip, and its `x.pe`
-//! addresses), dial them by address, fetch the info dictionary in
-//! metadata pieces (`PROTOCOL.md` section 6) and hand back a [`Metainfo`]
-//! whose infohash is the link's.
-//!
-//! Each peer is asked for the whole dictionary on its own, with its own
-//! [`MetadataAssembler`], so a dictionary that fails its SHA-1 check
-//! blames exactly the peer that sent it: that peer is not asked again.
-//! A few peers are asked at once; the first good answer wins.
+//! Resolving a magnet link: the I/O around proto's
+//! [`MetadataFetch`](shoal_proto::magnet_fetch::MetadataFetch). This module
+//! finds peers of the torrent (the link's `x.pe` addresses, its `tr`
+//! trackers, then tracker nodes learned by gossip), opens the connections
+//! and sends the metadata requests the machine asks for, and feeds back
+//! what arrives and when. Which peer to ask, how many at once, how long
+//! each may take, which peer is never asked again and when to give up are
+//! the machine's decisions, as are the assembly and the SHA-1 check.
 //!
 //! Invariants this module keeps:
 //! - The result's `info_bytes` hash to the magnet's infohash and parse as a
-//!   checked info dictionary (proto's assembler refuses anything else).
+//!   checked info dictionary (proto refuses anything else).
+//! - Each peer lives in one task that owns its connection; the machine's
+//!   `Close` drops the task, which closes the connection. Every task ends
+//!   before this returns.
 //! - Everything is bounded by the caller's timeout, each peer by
 //!   [`PEER_TIMEOUT`], and memory by proto's metadata limits.
-//! - Every connection opened here is closed (or dropped, which closes it)
-//!   before this returns.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shoal_proto::magnet_fetch::{FetchAction, FetchConfig, FetchError, MetadataFetch};
+use shoal_proto::swarm::Time;
 use shoal_proto::tracker::client::{AnnounceParams, Tiers};
 use shoal_proto::tracker::Event;
-use shoal_proto::wire::{
-    CloseCode, FetchedMetadata, HandshakeError, Message, MetadataAssembler, MetadataError,
-};
+use shoal_proto::wire::{FetchedMetadata, HandshakeError, Message, MAX_METADATA_PIECES};
 use shoal_proto::{InfoHash, Magnet, Metainfo};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::Mesh;
 use crate::transport::{ConnectError, Endpoint, Session, TransportEvent};
 
 /// Longest a single peer may take to deliver the whole dictionary.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(15);
-/// Peers asked at once.
-const PARALLEL: usize = 4;
-/// Wait between announces while no peer has answered.
-const REANNOUNCE: Duration = Duration::from_secs(3);
 /// Bound on one tracker exchange.
 const TRACKER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,17 +65,45 @@ pub enum MagnetError {
     Refused(String),
 }
 
-/// How one peer's attempt ended.
-enum PeerOutcome {
-    Got(FetchedMetadata),
-    /// Its dictionary failed the check: never asked again.
-    Lied(String),
-    /// Could not connect, refused, closed or too slow.
-    Failed(String),
-    /// The dictionary is genuine and unacceptable.
-    Refused(String),
-    /// The address is our own (a tracker lists us too).
+impl From<FetchError> for MagnetError {
+    fn from(e: FetchError) -> MagnetError {
+        match e {
+            FetchError::GaveUp {
+                info_hash,
+                timeout,
+                peers,
+                bad,
+                last,
+            } => MagnetError::Timeout {
+                info_hash,
+                timeout,
+                peers,
+                bad,
+                last: last.map_or_else(String::new, |l| format!("; last error: {l}")),
+            },
+            FetchError::Refused(e) => MagnetError::Refused(e.to_string()),
+        }
+    }
+}
+
+/// What a peer's task reports.
+enum PeerEvent {
+    Connected,
+    ConnectFailed(String),
     Itself,
+    Data {
+        piece: u32,
+        total_size: u32,
+        data: Vec<u8>,
+    },
+    Rejected(u32),
+    Closed(String),
+}
+
+/// A peer's task and the way to hand it requests.
+struct PeerTask {
+    requests: mpsc::Sender<u32>,
+    _task: AbortOnDropHandle<()>,
 }
 
 /// Resolves `magnet` into a [`Metainfo`] through `mesh`'s endpoint, within
@@ -93,92 +117,175 @@ pub async fn resolve_magnet(
     timeout: Duration,
 ) -> Result<Metainfo, MagnetError> {
     let endpoint = mesh.endpoint().clone();
-    let deadline = Instant::now() + timeout;
+    let epoch = Instant::now();
+    let now = || Time::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX));
     let ih = magnet.info_hash;
-    let mut candidates: Vec<SocketAddr> = Vec::new();
-    let mut seen: HashSet<SocketAddr> = HashSet::new();
+    let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+    let has_trackers = !trackers.is_empty() || !gossip_trackers.is_empty();
+    let cfg = FetchConfig {
+        peer_timeout: PEER_TIMEOUT,
+        ..FetchConfig::default()
+    };
+    let mut fetch = MetadataFetch::new(ih, cfg, now(), timeout, has_trackers);
+    let mut direct = Vec::new();
     for p in &magnet.peers {
-        for a in resolve_host(p).await {
-            if seen.insert(a) {
-                candidates.push(a);
+        direct.extend(resolve_host(p).await);
+    }
+    fetch.add_peers(now(), &direct);
+
+    let (events_tx, mut events) = mpsc::channel::<(SocketAddr, PeerEvent)>(256);
+    let mut peers: HashMap<SocketAddr, PeerTask> = HashMap::new();
+    let mut tiers = Some(Tiers::new(trackers.clone()));
+    let mut announces: JoinSet<(Tiers, Result<Vec<SocketAddr>, String>)> = JoinSet::new();
+    let mut bad = 0;
+    loop {
+        while let Some(action) = fetch.poll_action() {
+            match action {
+                FetchAction::Connect(addr) => {
+                    let (requests, rx) = mpsc::channel(MAX_METADATA_PIECES as usize);
+                    let task =
+                        tokio::spawn(peer_task(endpoint.clone(), addr, ih, events_tx.clone(), rx));
+                    let task = AbortOnDropHandle::new(task);
+                    peers.insert(
+                        addr,
+                        PeerTask {
+                            requests,
+                            _task: task,
+                        },
+                    );
+                }
+                FetchAction::Request { peer, piece } => {
+                    // The machine asks each piece of a peer at most once,
+                    // and there are at most MAX_METADATA_PIECES of them.
+                    if let Some(p) = peers.get(&peer) {
+                        let _ = p.requests.try_send(piece);
+                    }
+                }
+                FetchAction::Close(peer) => {
+                    peers.remove(&peer);
+                }
+                FetchAction::Announce => {
+                    let mut t = tiers.take().unwrap_or_else(|| Tiers::new(trackers.clone()));
+                    let params = announce_params(&endpoint, magnet);
+                    let fallback = gossip_trackers.to_vec();
+                    announces.spawn(async move {
+                        let r = crate::announce::announce_tiers(
+                            &mut t,
+                            &fallback,
+                            &params,
+                            TRACKER_TIMEOUT,
+                        )
+                        .await
+                        .map(|reply| reply.peers)
+                        .map_err(|e| e.to_string());
+                        (t, r)
+                    });
+                }
+            }
+        }
+        if let Some(out) = fetch.poll_outcome() {
+            // Dropping the tasks closes every connection still open.
+            peers.clear();
+            announces.abort_all();
+            return out
+                .map(|m| metainfo(m, ih, trackers))
+                .map_err(MagnetError::from);
+        }
+        let wake = fetch
+            .poll_timeout()
+            .map_or(epoch + timeout, |t| epoch + t.saturating_since(Time::ZERO));
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => fetch.handle_timeout(now()),
+            Some((addr, ev)) = events.recv() => {
+                let t = now();
+                match ev {
+                    PeerEvent::Connected => fetch.connected(t, addr),
+                    PeerEvent::ConnectFailed(why) => {
+                        tracing::debug!(%addr, %why, "metadata peer unreachable");
+                        fetch.connect_failed(t, addr, &why);
+                    }
+                    PeerEvent::Itself => fetch.itself(t, addr),
+                    PeerEvent::Data { piece, total_size, data } => {
+                        fetch.data(t, addr, piece, total_size, &data);
+                        if fetch.bad() > bad {
+                            bad = fetch.bad();
+                            tracing::warn!(%addr, "peer sent bad metadata; not asking it again");
+                        }
+                    }
+                    PeerEvent::Rejected(piece) => fetch.rejected(t, addr, piece),
+                    PeerEvent::Closed(why) => fetch.closed(t, addr, &why),
+                }
+            }
+            Some(joined) = announces.join_next() => {
+                let (t, r) = match joined {
+                    Ok(done) => done,
+                    Err(e) => (Tiers::new(trackers.clone()), Err(format!("announce task: {e}"))),
+                };
+                tiers = Some(t);
+                fetch.announced(now(), r);
             }
         }
     }
-    let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-    let mut tiers = Tiers::new(trackers.clone());
-    let has_trackers = !tiers.is_empty() || !gossip_trackers.is_empty();
-    let mut next_announce = Instant::now();
-    let mut tasks: JoinSet<(SocketAddr, PeerOutcome)> = JoinSet::new();
-    let mut liars: BTreeSet<SocketAddr> = BTreeSet::new();
-    let mut own: BTreeSet<SocketAddr> = BTreeSet::new();
-    let mut tried = 0usize;
-    let mut last = String::new();
+}
+
+/// One peer: connect and handshake, then send the requests it is handed
+/// and report the metadata messages that come back, until its connection
+/// closes or the task is dropped (which closes it).
+async fn peer_task(
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    ih: InfoHash,
+    report: mpsc::Sender<(SocketAddr, PeerEvent)>,
+    mut requests: mpsc::Receiver<u32>,
+) {
+    let send = |ev: PeerEvent| {
+        let report = report.clone();
+        async move {
+            let _ = report.send((addr, ev)).await;
+        }
+    };
+    let out = match endpoint.connect(addr, None).await {
+        Ok(o) => o,
+        Err(ConnectError::Handshake(HandshakeError::SelfConnection)) => {
+            return send(PeerEvent::Itself).await
+        }
+        Err(e) => return send(PeerEvent::ConnectFailed(e.to_string())).await,
+    };
+    let (events, mut rx) = mpsc::channel(64);
+    let session = Session {
+        opening: Message::HaveNone,
+        geometry: None,
+        events,
+    };
+    let conn = match out.handshake(ih, session).await {
+        Ok(c) => c,
+        Err(ConnectError::Handshake(HandshakeError::SelfConnection)) => {
+            return send(PeerEvent::Itself).await
+        }
+        Err(e) => return send(PeerEvent::ConnectFailed(e.to_string())).await,
+    };
+    send(PeerEvent::Connected).await;
     loop {
-        if has_trackers && Instant::now() >= next_announce && candidates.is_empty() {
-            next_announce = Instant::now() + REANNOUNCE;
-            let params = announce_params(&endpoint, magnet);
-            let announce = crate::announce::announce_tiers(
-                &mut tiers,
-                gossip_trackers,
-                &params,
-                TRACKER_TIMEOUT,
-            );
-            match tokio::time::timeout_at(deadline, announce).await {
-                Ok(Ok(reply)) => {
-                    for a in reply.peers {
-                        // An address is asked again on a later announce
-                        // unless its peer lied.
-                        if !liars.contains(&a) && !own.contains(&a) && !candidates.contains(&a) {
-                            candidates.push(a);
-                        }
-                    }
-                }
-                Ok(Err(e)) => last = format!("; last error: {e}"),
-                Err(_) => {}
-            }
-        }
-        while tasks.len() < PARALLEL && !candidates.is_empty() {
-            let addr = candidates.remove(0);
-            tried += 1;
-            let ep = endpoint.clone();
-            tasks.spawn(async move { (addr, fetch_from(&ep, addr, ih).await) });
-        }
-        let wake = if has_trackers {
-            next_announce.min(deadline)
-        } else {
-            deadline
-        };
         tokio::select! {
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(MagnetError::Timeout {
-                    info_hash: ih,
-                    timeout,
-                    peers: tried,
-                    bad: liars.len(),
-                    last,
-                });
+            Some(piece) = requests.recv() => {
+                // A failed send shows up as the connection's Closed event.
+                let _ = conn.send(Message::MetadataRequest { piece }).await;
             }
-            () = tokio::time::sleep_until(wake), if tasks.is_empty() => {}
-            Some(joined) = tasks.join_next() => {
-                let Ok((addr, outcome)) = joined else { continue };
-                match outcome {
-                    PeerOutcome::Got(m) => return Ok(metainfo(m, ih, trackers)),
-                    PeerOutcome::Refused(why) => return Err(MagnetError::Refused(why)),
-                    PeerOutcome::Lied(why) => {
-                        tracing::warn!(%addr, %why, "peer sent bad metadata; not asking it again");
-                        liars.insert(addr);
-                        last = format!("; last error: {addr}: {why}");
-                    }
-                    PeerOutcome::Itself => {
-                        tried = tried.saturating_sub(1);
-                        own.insert(addr);
-                    }
-                    PeerOutcome::Failed(why) => {
-                        tracing::debug!(%addr, %why, "metadata fetch failed");
-                        last = format!("; last error: {addr}: {why}");
-                    }
+            ev = rx.recv() => match ev {
+                None => return send(PeerEvent::Closed("connection gone".into())).await,
+                Some(TransportEvent::Message {
+                    message: Message::MetadataData { piece, total_size, data },
+                    ..
+                }) => send(PeerEvent::Data { piece, total_size, data }).await,
+                Some(TransportEvent::Message {
+                    message: Message::MetadataReject { piece },
+                    ..
+                }) => send(PeerEvent::Rejected(piece)).await,
+                Some(TransportEvent::Message { .. } | TransportEvent::Block { .. }) => {}
+                Some(TransportEvent::Closed { reason, .. }) => {
+                    return send(PeerEvent::Closed(format!("{reason:?}"))).await;
                 }
-            }
+            },
         }
     }
 }
@@ -219,73 +326,4 @@ fn metainfo(m: FetchedMetadata, ih: InfoHash, trackers: Vec<Vec<String>>) -> Met
     meta.info_bytes = m.info_bytes;
     meta.info_hash = ih;
     meta
-}
-
-/// Asks the peer at `addr` for the whole dictionary.
-async fn fetch_from(endpoint: &Endpoint, addr: SocketAddr, ih: InfoHash) -> PeerOutcome {
-    match tokio::time::timeout(PEER_TIMEOUT, fetch_inner(endpoint, addr, ih)).await {
-        Ok(o) => o,
-        Err(_) => PeerOutcome::Failed(format!("no metadata within {PEER_TIMEOUT:?}")),
-    }
-}
-
-async fn fetch_inner(endpoint: &Endpoint, addr: SocketAddr, ih: InfoHash) -> PeerOutcome {
-    let failed = |e: ConnectError| PeerOutcome::Failed(e.to_string());
-    let out = match endpoint.connect(addr, None).await {
-        Ok(o) => o,
-        Err(ConnectError::Handshake(HandshakeError::SelfConnection)) => return PeerOutcome::Itself,
-        Err(e) => return failed(e),
-    };
-    let (events, mut rx) = mpsc::channel(64);
-    let session = Session {
-        opening: Message::HaveNone,
-        geometry: None,
-        events,
-    };
-    let conn = match out.handshake(ih, session).await {
-        Ok(c) => c,
-        Err(e) => return failed(e),
-    };
-    let mut asm = MetadataAssembler::new(ih);
-    let mut asked: BTreeSet<u32> = BTreeSet::new();
-    let outcome = loop {
-        // Ask for every piece still missing that is not asked yet: piece 0
-        // first, the rest once piece 0 has said the size.
-        let missing: Vec<u32> = asm.missing().filter(|p| !asked.contains(p)).collect();
-        for piece in missing {
-            if conn.send(Message::MetadataRequest { piece }).await.is_err() {
-                break;
-            }
-            asked.insert(piece);
-        }
-        let Some(ev) = rx.recv().await else {
-            break PeerOutcome::Failed("connection gone".into());
-        };
-        match ev {
-            TransportEvent::Message {
-                message:
-                    Message::MetadataData {
-                        piece,
-                        total_size,
-                        data,
-                    },
-                ..
-            } => match asm.add(piece, total_size, &data) {
-                Ok(Some(m)) => break PeerOutcome::Got(m),
-                Ok(None) => {}
-                Err(MetadataError::Info(e)) => break PeerOutcome::Refused(e.to_string()),
-                Err(e) => break PeerOutcome::Lied(e.to_string()),
-            },
-            TransportEvent::Message {
-                message: Message::MetadataReject { piece },
-                ..
-            } => break PeerOutcome::Failed(format!("refused metadata piece {piece}")),
-            TransportEvent::Message { .. } | TransportEvent::Block { .. } => {}
-            TransportEvent::Closed { reason, .. } => {
-                break PeerOutcome::Failed(format!("closed: {reason:?}"));
-            }
-        }
-    };
-    conn.close(CloseCode::Done);
-    outcome
 }

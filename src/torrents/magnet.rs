@@ -8,13 +8,16 @@
 //!   placeholder leaves the map before the torrent is added, under the
 //!   control lock's protection against a second add.
 //! - A resolution that fails stays listed as `failed` with its reason until
-//!   it is removed; removing a placeholder aborts its task.
+//!   it is removed; removing a placeholder aborts its task. The
+//!   placeholder's state is its proto [`Lifecycle`], which the added
+//!   torrent carries on.
 //! - The task holds the manager weakly, except while it adds.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use shoal_proto::lifecycle::{Event, Lifecycle};
 use shoal_proto::magnet::Magnet;
 use shoal_proto::InfoHash;
 use tokio_util::task::AbortOnDropHandle;
@@ -31,7 +34,8 @@ pub(crate) struct Resolving {
     target_dir: PathBuf,
     trackers: Vec<String>,
     added_unix_ms: u64,
-    error: Option<String>,
+    /// Resolving, or failed with the reason.
+    life: Lifecycle,
     _task: Option<AbortOnDropHandle<()>>,
 }
 
@@ -45,11 +49,7 @@ impl Resolving {
             pieces: 0,
             have: 0,
             have_bytes: 0,
-            state: if self.error.is_some() {
-                State::Failed
-            } else {
-                State::Resolving
-            },
+            state: State::from(self.life.phase()),
             complete: false,
             download_rate: 0,
             upload_rate: 0,
@@ -57,7 +57,7 @@ impl Resolving {
             download_limit: None,
             upload_limit: None,
             added_unix_ms: self.added_unix_ms,
-            error: self.error.clone(),
+            error: self.life.error().map(str::to_owned),
         }
     }
 }
@@ -83,18 +83,13 @@ impl Torrents {
             target_dir: target_dir.clone(),
             trackers: magnet.trackers.clone(),
             added_unix_ms: now_ms(),
-            error: None,
+            life: Lifecycle::new(paused, self.inner.cfg.verify_on_complete),
             _task: None,
         };
         let view = placeholder.view(ih);
         let mut map = lock(&self.inner.resolving);
         map.insert(ih, placeholder);
-        let task = tokio::spawn(resolve(
-            Arc::downgrade(&self.inner),
-            magnet,
-            target_dir,
-            paused,
-        ));
+        let task = tokio::spawn(resolve(Arc::downgrade(&self.inner), magnet, target_dir));
         if let Some(p) = map.get_mut(&ih) {
             p._task = Some(AbortOnDropHandle::new(task));
         }
@@ -138,7 +133,7 @@ impl Torrents {
     }
 }
 
-async fn resolve(weak: Weak<Inner>, magnet: Magnet, target_dir: PathBuf, paused: bool) {
+async fn resolve(weak: Weak<Inner>, magnet: Magnet, target_dir: PathBuf) {
     let ih = magnet.info_hash;
     let Some((mesh, gossip)) = weak.upgrade().map(|inner| {
         let t = Torrents { inner };
@@ -153,7 +148,9 @@ async fn resolve(weak: Weak<Inner>, magnet: Magnet, target_dir: PathBuf, paused:
     let fail = |why: String| {
         tracing::warn!(%ih, error = %why, "magnet not added");
         if let Some(p) = lock(&t.inner.resolving).get_mut(&ih) {
-            p.error = Some(why);
+            if let Err(e) = p.life.handle(Event::ResolveFailed { why }) {
+                tracing::debug!(%ih, error = %e, "resolve failure dropped");
+            }
         }
     };
     let meta = match result {
@@ -166,8 +163,11 @@ async fn resolve(weak: Weak<Inner>, magnet: Magnet, target_dir: PathBuf, paused:
     let Some(mut me) = lock(&t.inner.resolving).remove(&ih) else {
         return; // Removed while we were fetching.
     };
-    if let Err(e) = t.add_meta(meta, target_dir, paused).await {
-        me.error = Some(format!("metadata fetched, but the add failed: {e}"));
+    if let Err(e) = t.add_meta(meta, target_dir, me.life.clone()).await {
+        let why = format!("metadata fetched, but the add failed: {e}");
+        if let Err(e) = me.life.handle(Event::ResolveFailed { why }) {
+            tracing::debug!(%ih, error = %e, "add failure dropped");
+        }
         let task = me._task.take();
         lock(&t.inner.resolving).insert(ih, me);
         drop(task);

@@ -7,13 +7,19 @@
 //! (optionally deleting the data) and rate limits per torrent and per
 //! node. The REST API, `/metrics` and `shoal demo` drive it.
 //!
+//! Each torrent's states and their order (resolving, starting,
+//! downloading, verifying, seeding, paused, failed) are decided by proto's
+//! [`Lifecycle`]; `life.rs` carries out what it answers.
+//!
 //! Invariants this module keeps:
 //! - What survives a restart is what storage holds: every torrent record,
-//!   its paused flag and limits, and the durable have-bitfield. At start
-//!   every stored torrent that is not paused is started again as a leecher
-//!   from that bitfield, so verified pieces are never fetched twice.
+//!   its paused flag, limits and import intent, and the durable
+//!   have-bitfield. At start every stored torrent that is not paused is
+//!   started again from that bitfield, so verified pieces are never
+//!   fetched twice.
 //! - Content already in the target directory when a torrent is added is
-//!   imported (each piece checked against its hash) and seeded.
+//!   imported (each piece checked against its hash) and seeded, at its
+//!   first start even if that comes after a restart.
 //! - A torrent that completes in this run is reported `seeding` only after
 //!   the whole content passed a re-check (when `verify_on_complete`); one
 //!   that fails it is `failed` with its bad pieces and stops serving. The
@@ -25,6 +31,7 @@
 //!   entry; dropping the manager aborts them; [`Torrents::stop`] announces
 //!   `stopped`, closes connections and flushes storage.
 
+mod life;
 mod magnet;
 mod run;
 mod view;
@@ -36,6 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
+use shoal_proto::lifecycle::{Event, Lifecycle};
 use shoal_proto::metainfo::Info;
 use shoal_proto::wire::{CloseCode, NodeId};
 use shoal_proto::{InfoHash, Metainfo};
@@ -47,7 +55,7 @@ use crate::config::MeshConfig;
 use crate::storage::{
     AddTorrent, Storage, StorageConfig, StorageError, StorageHandle, TorrentSettings, TorrentSource,
 };
-use crate::swarm::{Mesh, MeshError, Role};
+use crate::swarm::{Mesh, MeshError};
 use crate::transport::{install_crypto_provider, Endpoint, TransportConfig, TransportError};
 
 pub use view::{Counters, Limits, PeerView, State, TorrentDetail, TorrentView};
@@ -176,22 +184,14 @@ pub(crate) struct Entry {
     meta: Arc<Metainfo>,
     target_dir: PathBuf,
     added_unix_ms: u64,
-    paused: bool,
+    /// Rate limits. Its import flag is not read: the lifecycle holds the
+    /// intent, and [`life::stored_settings`] puts it in what is stored.
     settings: TorrentSettings,
-    state: State,
-    error: Option<String>,
-    /// Pieces the completion re-check found bad or missing.
-    bad_pieces: Vec<u32>,
-    /// Import the content already on disk when it next starts.
-    import: bool,
-    /// Bumped by every pause, resume and remove, so a start or watcher
-    /// that finishes late never undoes a newer decision.
-    generation: u64,
+    /// Its state, paused flag, import intent, current run, error, bad
+    /// pieces and pieces stored.
+    life: Lifecycle,
     starting: Option<AbortOnDropHandle<()>>,
     running: Option<run::Running>,
-    /// Pieces stored, as last seen.
-    have: u32,
-    have_at_start: u32,
     /// Bytes and failures of earlier runs in this process.
     prior: Counters,
     rates: run::Rates,
@@ -200,7 +200,8 @@ pub(crate) struct Entry {
 impl Entry {
     fn view(&self, ih: InfoHash, live: Option<&crate::swarm::TorrentStatus>) -> TorrentView {
         let info = &self.meta.info;
-        let have = live.map_or(self.have, |s| s.have);
+        let have = live.map_or(self.life.have(), |s| s.have);
+        let state = State::from(self.life.phase());
         TorrentView {
             infohash: ih.to_hex(),
             name: info.name.clone(),
@@ -209,15 +210,15 @@ impl Entry {
             pieces: info.piece_count(),
             have,
             have_bytes: have_bytes(info, have),
-            state: self.state,
-            complete: self.state == State::Seeding,
+            state,
+            complete: state == State::Seeding,
             download_rate: self.rates.down,
             upload_rate: self.rates.up,
             peers: live.map_or(0, |s| s.peers.len()),
             download_limit: self.settings.download_limit,
             upload_limit: self.settings.upload_limit,
             added_unix_ms: self.added_unix_ms,
-            error: self.error.clone(),
+            error: self.life.error().map(str::to_owned),
         }
     }
 }
@@ -312,19 +313,20 @@ impl Torrents {
                 }
             };
             run::apply_torrent_limits(&inner.mesh, ih, &record.settings);
-            let mut entry = new_entry(meta, record.target_dir, record.paused, record.settings);
+            let (life, cmds) = life::restored(
+                inner,
+                record.paused,
+                &record.settings,
+                summary.have,
+                summary.unavailable,
+            );
+            let mut entry = new_entry(meta, record.target_dir, record.settings, life);
             entry.added_unix_ms = record.added_unix_ms;
-            entry.have = summary.have;
-            if let Some(why) = summary.unavailable {
-                entry.state = State::Failed;
-                entry.error = Some(why);
-            }
-            let start = entry.state != State::Failed && !entry.paused;
             lock(&inner.entries).insert(ih, entry);
-            if start {
+            if !cmds.is_empty() {
                 tracing::info!(%ih, have = summary.have, pieces = summary.pieces, "resuming stored torrent");
-                run::spawn_start(inner, ih, Role::Leech);
             }
+            life::execute(inner, ih, cmds, false).await?;
         }
         Ok(())
     }
@@ -366,19 +368,20 @@ impl Torrents {
             AddSource::Metainfo(bytes) => {
                 let meta = Metainfo::from_bytes(&bytes)
                     .map_err(|e| TorrentsError::BadTorrent(e.to_string()))?;
-                self.add_meta(meta, target_dir, req.paused).await
+                let life = Lifecycle::new(req.paused, self.inner.cfg.verify_on_complete);
+                self.add_meta(meta, target_dir, life).await
             }
             AddSource::Magnet(link) => self.add_magnet(&link, target_dir, req.paused).await,
         }
     }
 
     /// Adds a torrent whose metainfo is known, into an existing absolute
-    /// directory.
+    /// directory; `life` is its lifecycle while the metadata was resolved.
     async fn add_meta(
         &self,
         meta: Metainfo,
         target_dir: PathBuf,
-        paused: bool,
+        mut life: Lifecycle,
     ) -> Result<TorrentView, TorrentsError> {
         let inner = &self.inner;
         let ih = meta.info_hash;
@@ -387,25 +390,26 @@ impl Torrents {
             return Err(TorrentsError::AlreadyAdded(ih));
         }
         let import = target_dir.join(&meta.info.name).exists();
+        let cmds = life
+            .handle(Event::MetadataResolved { import })
+            .map_err(|e| TorrentsError::Conflict(format!("{ih}: {e}")))?;
+        let entry = new_entry(meta, target_dir, TorrentSettings::default(), life);
         let add = AddTorrent {
-            source: TorrentSource::Metainfo(meta.to_bytes()),
-            target_dir: target_dir.clone(),
-            paused,
-            settings: TorrentSettings::default(),
+            source: TorrentSource::Metainfo(entry.meta.to_bytes()),
+            target_dir: entry.target_dir.clone(),
+            paused: entry.life.paused(),
+            settings: life::stored_settings(&entry),
         };
         match inner.storage.add_torrent(add).await {
             Ok(_) => {}
             Err(StorageError::AlreadyAdded(_)) => return Err(TorrentsError::AlreadyAdded(ih)),
             Err(e) => return Err(e.into()),
         }
-        let mut entry = new_entry(meta, target_dir, paused, TorrentSettings::default());
-        entry.import = import;
         let view = entry.view(ih, None);
+        let paused = entry.life.paused();
         lock(&inner.entries).insert(ih, entry);
         tracing::info!(%ih, name = %view.name, import, paused, "torrent added");
-        if !paused {
-            run::spawn_start(inner, ih, if import { Role::Seed } else { Role::Leech });
-        }
+        life::execute(inner, ih, cmds, false).await?;
         Ok(view)
     }
 
@@ -446,91 +450,51 @@ impl Torrents {
 
     /// Stops a torrent and remembers that it is paused.
     pub async fn pause(&self, ih: InfoHash) -> Result<TorrentView, TorrentsError> {
-        let inner = &self.inner;
-        let _control = inner.control.lock().await;
-        let (running, starting, settings) = {
-            let mut entries = lock(&inner.entries);
-            let e = entries.get_mut(&ih).ok_or_else(|| self.missing(ih))?;
-            e.paused = true;
-            e.generation += 1;
-            if e.state != State::Failed {
-                e.state = State::Paused;
-            }
-            e.rates = run::Rates::default();
-            (e.running.take(), e.starting.take(), e.settings.clone())
-        };
-        drop(starting);
-        inner.storage.update_torrent(ih, true, settings).await?;
-        if let Some(r) = running {
-            run::stop_running(inner, ih, r).await;
-        }
+        let _control = self.inner.control.lock().await;
+        self.operate(ih, Event::Pause, false).await?;
         tracing::info!(%ih, "torrent paused");
         self.view(ih)
     }
 
     /// Starts a paused torrent again from its stored pieces.
     pub async fn resume(&self, ih: InfoHash) -> Result<TorrentView, TorrentsError> {
-        let inner = &self.inner;
-        let _control = inner.control.lock().await;
-        let (settings, role) = {
-            let mut entries = lock(&inner.entries);
-            let e = entries.get_mut(&ih).ok_or_else(|| self.missing(ih))?;
-            if !e.bad_pieces.is_empty() {
-                return Err(TorrentsError::Conflict(format!(
-                    "{ih}: {} pieces failed the completion re-check; remove it (deleting its data) and add it again",
-                    e.bad_pieces.len()
-                )));
-            }
-            if !e.paused && (e.running.is_some() || e.starting.is_some()) {
-                return Ok(e.view(ih, None));
-            }
-            e.paused = false;
-            e.error = None;
-            e.state = State::Starting;
-            (
-                e.settings.clone(),
-                if e.import { Role::Seed } else { Role::Leech },
-            )
-        };
-        inner.storage.update_torrent(ih, false, settings).await?;
-        run::spawn_start(inner, ih, role);
+        let _control = self.inner.control.lock().await;
+        self.operate(ih, Event::Resume, false).await?;
         tracing::info!(%ih, "torrent resumed");
         self.view(ih)
     }
 
     /// Stops a torrent and forgets it; with `delete_data` its files go too.
     pub async fn remove(&self, ih: InfoHash, delete_data: bool) -> Result<(), TorrentsError> {
-        let inner = &self.inner;
-        let _control = inner.control.lock().await;
+        let _control = self.inner.control.lock().await;
         if self.forget_resolving(ih) {
             return Ok(());
         }
-        let (running, starting) = {
-            let mut entries = lock(&inner.entries);
-            let e = entries.get_mut(&ih).ok_or(TorrentsError::Unknown(ih))?;
-            e.generation += 1;
-            e.state = State::Paused;
-            (e.running.take(), e.starting.take())
+        self.operate(ih, Event::Remove, delete_data).await
+    }
+
+    /// Feeds an operator's `event` to the torrent's lifecycle and carries
+    /// out the answer; a refusal is a [`TorrentsError::Conflict`].
+    async fn operate(
+        &self,
+        ih: InfoHash,
+        event: Event,
+        delete_data: bool,
+    ) -> Result<(), TorrentsError> {
+        let pausing = matches!(event, Event::Pause);
+        let cmds = {
+            let mut entries = lock(&self.inner.entries);
+            let e = entries.get_mut(&ih).ok_or_else(|| self.missing(ih))?;
+            let cmds = e
+                .life
+                .handle(event)
+                .map_err(|err| TorrentsError::Conflict(format!("{ih}: {err}")))?;
+            if pausing {
+                e.rates = run::Rates::default();
+            }
+            cmds
         };
-        drop(starting);
-        if let Some(r) = running {
-            run::stop_running(inner, ih, r).await;
-        }
-        match inner.storage.remove_torrent(ih, delete_data).await {
-            Ok(()) | Err(StorageError::UnknownTorrent(_)) => {
-                lock(&inner.entries).remove(&ih);
-                run::forget_torrent_limits(&inner.mesh, ih);
-                tracing::info!(%ih, delete_data, "torrent removed");
-                Ok(())
-            }
-            Err(e) => {
-                if let Some(en) = lock(&inner.entries).get_mut(&ih) {
-                    en.state = State::Failed;
-                    en.error = Some(format!("remove failed: {e}"));
-                }
-                Err(e.into())
-            }
-        }
+        life::execute(&self.inner, ih, cmds, delete_data).await
     }
 
     /// Sets a torrent's rate limits (bytes/s, `None` for none), durably.
@@ -542,17 +506,14 @@ impl Torrents {
     ) -> Result<TorrentView, TorrentsError> {
         let inner = &self.inner;
         let _control = inner.control.lock().await;
-        let (paused, settings) = {
+        let settings = {
             let mut entries = lock(&inner.entries);
             let e = entries.get_mut(&ih).ok_or_else(|| self.missing(ih))?;
             e.settings.upload_limit = upload;
             e.settings.download_limit = download;
-            (e.paused, e.settings.clone())
+            e.settings.clone()
         };
-        inner
-            .storage
-            .update_torrent(ih, paused, settings.clone())
-            .await?;
+        life::save(inner, ih).await?;
         run::apply_torrent_limits(&inner.mesh, ih, &settings);
         self.view(ih)
     }
@@ -605,7 +566,6 @@ impl Torrents {
             entries
                 .iter_mut()
                 .filter_map(|(ih, e)| {
-                    e.generation += 1;
                     e.starting.take();
                     e.running.take().map(|r| (*ih, r))
                 })
@@ -628,28 +588,17 @@ impl Torrents {
 fn new_entry(
     meta: Metainfo,
     target_dir: PathBuf,
-    paused: bool,
     settings: TorrentSettings,
+    life: Lifecycle,
 ) -> Entry {
     Entry {
         meta: Arc::new(meta),
         target_dir,
         added_unix_ms: now_ms(),
-        paused,
         settings,
-        state: if paused {
-            State::Paused
-        } else {
-            State::Starting
-        },
-        error: None,
-        bad_pieces: Vec::new(),
-        import: false,
-        generation: 0,
+        life,
         starting: None,
         running: None,
-        have: 0,
-        have_at_start: 0,
         prior: Counters::default(),
         rates: run::Rates::default(),
     }

@@ -1,11 +1,12 @@
 //! One torrent's run inside the manager: starting its swarm and announcer
-//! in the background, watching it complete (re-check, then the hook),
-//! stopping it, sampling rates, and applying rate limits.
+//! in the background, watching it complete, re-checking the content and
+//! running the hook when the lifecycle says so, stopping it, sampling
+//! rates, and applying rate limits.
 //!
 //! Invariants this module keeps:
-//! - A start or a watcher acts only while its entry's generation is the
-//!   one it was started with; otherwise it stops what it made and leaves
-//!   the entry alone.
+//! - A start or a watcher reports under its run's number; when the
+//!   lifecycle refuses the report (a newer pause, resume or remove) it
+//!   stops what it made and leaves the entry alone.
 //! - The watcher learns it may proceed only after its run is installed in
 //!   the entry, so a torrent that completes at once is still reported in
 //!   order (downloading, verifying, seeding).
@@ -15,12 +16,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use shoal_proto::lifecycle::Event;
 use shoal_proto::swarm::SwarmConfig;
 use shoal_proto::InfoHash;
 use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::view::{Counters, Limits, PeerView, State, TorrentDetail};
+use super::view::{Counters, Limits, PeerView, TorrentDetail};
 use super::{lock, Entry, Inner};
 use crate::announce::{AnnounceConfig, AnnouncerHandle};
 use crate::check::{check, PieceState};
@@ -64,21 +66,26 @@ fn swarm_config(cfg: &crate::config::MeshConfig) -> SwarmConfig {
     c
 }
 
-/// Starts `ih` in the background as `role`; the task is owned by the
-/// entry.
-pub(crate) fn spawn_start(inner: &Arc<Inner>, ih: InfoHash, role: Role) {
+/// Starts run `run` of `ih` in the background as `role`; the task is owned
+/// by the entry.
+pub(crate) fn spawn_start(inner: &Arc<Inner>, ih: InfoHash, run: u64, role: Role) {
     let mut entries = lock(&inner.entries);
     let Some(e) = entries.get_mut(&ih) else {
         return;
     };
-    e.generation += 1;
-    e.state = State::Starting;
-    e.error = None;
-    let task = tokio::spawn(start(Arc::downgrade(inner), ih, e.generation, role));
+    let task = tokio::spawn(start(Arc::downgrade(inner), ih, run, role));
     e.starting = Some(AbortOnDropHandle::new(task));
 }
 
-async fn start(weak: Weak<Inner>, ih: InfoHash, generation: u64, role: Role) {
+/// Tells the lifecycle that run `run` could not start.
+fn start_failed(inner: &Inner, ih: InfoHash, run: u64, why: String) {
+    tracing::warn!(%ih, error = %why, "torrent did not start");
+    if let Some(Err(e)) = inner.feed(ih, Event::StartFailed { run, why }) {
+        tracing::debug!(%ih, error = %e, "start failure dropped");
+    }
+}
+
+async fn start(weak: Weak<Inner>, ih: InfoHash, run: u64, role: Role) {
     let Some(inner) = weak.upgrade() else { return };
     let Some((meta, target_dir)) = lock(&inner.entries)
         .get(&ih)
@@ -101,66 +108,54 @@ async fn start(weak: Weak<Inner>, ih: InfoHash, generation: u64, role: Role) {
         .await;
     let handle = match started {
         Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(%ih, error = %e, "torrent did not start");
-            if let Some(en) = lock(&inner.entries).get_mut(&ih) {
-                if en.generation == generation {
-                    en.state = State::Failed;
-                    en.error = Some(e.to_string());
-                }
-            }
-            return;
-        }
+        Err(e) => return start_failed(&inner, ih, run, e.to_string()),
     };
     let status = match handle.status().await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(%ih, error = %e, "torrent stopped at start");
-            return;
+            inner.mesh.stop(&handle).await;
+            return start_failed(&inner, ih, run, format!("stopped at start: {e}"));
         }
     };
     let announcer = spawn_announcer(&inner, &handle, &meta);
     let (go, go_rx) = oneshot::channel();
-    let watcher = tokio::spawn(watch(
-        weak.clone(),
-        ih,
-        generation,
-        handle.clone(),
-        status.have,
-        go_rx,
-    ));
-    let run = Running {
+    let watcher = tokio::spawn(watch(weak.clone(), ih, run, handle.clone(), go_rx));
+    let parts = Running {
         handle,
         announcer,
         _watcher: AbortOnDropHandle::new(watcher),
     };
+    let started = Event::Started {
+        run,
+        have: status.have,
+        complete: status.complete,
+    };
     // Our own abort handle: dropped only after the last await, since
     // dropping it aborts this task.
     let mut me = None;
-    let stale = {
+    let answer = {
         let mut entries = lock(&inner.entries);
-        match entries.get_mut(&ih) {
-            Some(e) if e.generation == generation => {
-                e.have = status.have;
-                e.have_at_start = status.have;
-                e.import = false;
-                e.state = if status.complete {
-                    State::Seeding
-                } else {
-                    State::Downloading
-                };
-                e.running = Some(run);
+        match entries.get_mut(&ih).map(|e| (e.life.handle(started), e)) {
+            Some((Ok(cmds), e)) => {
+                e.running = Some(parts);
                 me = e.starting.take();
-                None
+                Ok(cmds)
             }
-            _ => Some(run),
+            Some((Err(refused), _)) => Err((parts, refused.to_string())),
+            None => Err((parts, "removed".to_owned())),
         }
     };
-    match stale {
-        Some(run) => stop_running(&inner, ih, run).await,
-        None => {
+    match answer {
+        Err((parts, why)) => {
+            tracing::debug!(%ih, %why, "start no longer wanted");
+            stop_running(&inner, ih, parts).await;
+        }
+        Ok(cmds) => {
             let _ = go.send(());
             tracing::info!(%ih, have = status.have, pieces = status.pieces, "torrent running");
+            if let Err(e) = super::life::execute(&inner, ih, cmds, false).await {
+                tracing::warn!(%ih, error = %e, "after the start");
+            }
         }
     }
     drop(me);
@@ -195,96 +190,70 @@ fn spawn_announcer(
     }
 }
 
-/// Waits for the torrent to complete; when it completed in this run,
-/// re-checks the content (if configured), then reports it and runs the
-/// hook. A failed re-check stops the swarm and reports the bad pieces.
+/// Waits for the torrent to complete, then tells the lifecycle and
+/// carries out what it answers (re-check, hook, or stopping a run whose
+/// content failed the re-check).
 async fn watch(
     weak: Weak<Inner>,
     ih: InfoHash,
-    generation: u64,
+    run: u64,
     handle: TorrentHandle,
-    have_at_start: u32,
     go: oneshot::Receiver<()>,
 ) {
     if go.await.is_err() || handle.wait_complete().await.is_err() {
         return;
     }
     let Some(inner) = weak.upgrade() else { return };
-    let Some((meta, target_dir)) = lock(&inner.entries)
+    match inner.feed(ih, Event::AllStored { run }) {
+        Some(Ok(cmds)) => {
+            if let Err(e) = super::life::execute(&inner, ih, cmds, false).await {
+                tracing::warn!(%ih, error = %e, "after completing");
+            }
+        }
+        Some(Err(e)) => tracing::debug!(%ih, error = %e, "completion dropped"),
+        None => {}
+    }
+}
+
+/// Re-checks run `run`'s whole content on disk and returns the verdict
+/// for the lifecycle; `None` when the torrent is gone.
+pub(crate) async fn recheck(inner: &Inner, ih: InfoHash, run: u64) -> Option<Event> {
+    let (meta, dir) = lock(&inner.entries)
         .get(&ih)
-        .map(|e| (e.meta.clone(), e.target_dir.clone()))
+        .map(|e| (e.meta.clone(), e.target_dir.clone()))?;
+    tracing::info!(%ih, "download complete; re-checking the content");
+    let report = tokio::task::spawn_blocking(move || {
+        let layout = Layout::in_dir(&meta.info, &dir);
+        check(&meta.info, &layout, default_threads(), &AtomicU64::new(0))
+    })
+    .await;
+    let (why, bad) = match report {
+        Ok(Ok(r)) if r.is_complete() => return Some(Event::RecheckPassed { run }),
+        Ok(Ok(r)) => {
+            let mut bad = r.indices(PieceState::Bad);
+            bad.extend(r.indices(PieceState::Missing));
+            bad.sort_unstable();
+            (
+                format!("{} pieces failed the completion re-check", bad.len()),
+                bad,
+            )
+        }
+        Ok(Err(e)) => (format!("cannot re-check the content: {e}"), Vec::new()),
+        Err(e) => (format!("re-check task failed: {e}"), Vec::new()),
+    };
+    tracing::error!(%ih, bad = bad.len(), "{why}");
+    Some(Event::RecheckFailed { run, why, bad })
+}
+
+/// The content is complete and verified: log it and run the
+/// `on_complete` hook, if the config has one.
+pub(crate) async fn completed(inner: &Inner, ih: InfoHash) {
+    let Some(content) = lock(&inner.entries)
+        .get(&ih)
+        .map(|e| e.target_dir.join(&e.meta.info.name))
     else {
         return;
     };
-    if have_at_start >= meta.info.piece_count() {
-        return;
-    }
-    let set = |f: &dyn Fn(&mut Entry)| -> bool {
-        match lock(&inner.entries).get_mut(&ih) {
-            Some(e) if e.generation == generation => {
-                f(e);
-                true
-            }
-            _ => false,
-        }
-    };
-    if inner.cfg.verify_on_complete {
-        if !set(&|e| e.state = State::Verifying) {
-            return;
-        }
-        tracing::info!(%ih, "download complete; re-checking the content");
-        let (info, dir) = (meta.clone(), target_dir.clone());
-        let report = tokio::task::spawn_blocking(move || {
-            let layout = Layout::in_dir(&info.info, &dir);
-            check(&info.info, &layout, default_threads(), &AtomicU64::new(0))
-        })
-        .await;
-        let failure = match report {
-            Ok(Ok(r)) if r.is_complete() => None,
-            Ok(Ok(r)) => {
-                let mut bad = r.indices(PieceState::Bad);
-                bad.extend(r.indices(PieceState::Missing));
-                bad.sort_unstable();
-                Some((
-                    format!("{} pieces failed the completion re-check", bad.len()),
-                    bad,
-                ))
-            }
-            Ok(Err(e)) => Some((format!("cannot re-check the content: {e}"), Vec::new())),
-            Err(e) => Some((format!("re-check task failed: {e}"), Vec::new())),
-        };
-        if let Some((why, bad)) = failure {
-            tracing::error!(%ih, bad = bad.len(), "{why}");
-            let mut running = None;
-            set(&|e| {
-                e.state = State::Failed;
-                e.error = Some(why.clone());
-                e.bad_pieces = bad.clone();
-            });
-            if let Some(e) = lock(&inner.entries).get_mut(&ih) {
-                if e.generation == generation {
-                    e.generation += 1;
-                    running = e.running.take();
-                }
-            }
-            // Corrupt data must not be served. Stopping the run drops
-            // this task's own abort handle last, after every await.
-            if let Some(r) = running {
-                let Running {
-                    handle,
-                    announcer,
-                    _watcher: watcher,
-                } = r;
-                stop_parts(&inner, ih, handle, announcer).await;
-                drop(watcher);
-            }
-            return;
-        }
-    }
-    if !set(&|e| e.state = State::Seeding) {
-        return;
-    }
-    let content = target_dir.join(&meta.info.name);
     tracing::info!(%ih, path = %content.display(), "torrent complete and verified");
     if let Some(cmd) = inner.cfg.on_complete.clone() {
         run_hook(cmd, ih, content).await;
@@ -309,11 +278,17 @@ async fn run_hook(cmd: String, ih: InfoHash, content: std::path::PathBuf) {
 }
 
 /// Announces `stopped`, keeps the run's counters and stops its swarm.
+/// The run's watcher is aborted last, after every await: the watcher
+/// itself may be the one stopping its run (content that failed the
+/// re-check).
 pub(crate) async fn stop_running(inner: &Inner, ih: InfoHash, run: Running) {
     let Running {
-        handle, announcer, ..
+        handle,
+        announcer,
+        _watcher: watcher,
     } = run;
     stop_parts(inner, ih, handle, announcer).await;
+    drop(watcher);
 }
 
 async fn stop_parts(
@@ -336,7 +311,8 @@ async fn stop_parts(
         add_counters(&mut lock(&inner.totals), &run);
         if let Some(e) = lock(&inner.entries).get_mut(&ih) {
             add_counters(&mut e.prior, &run);
-            e.have = s.have;
+            // Refused only once removed, when the count no longer matters.
+            let _ = e.life.handle(Event::Progress { have: s.have });
         }
     }
     inner.mesh.stop(&handle).await;
@@ -378,14 +354,14 @@ pub(crate) fn detail(ih: InfoHash, e: &Entry, status: Option<&TorrentStatus>) ->
     };
     TorrentDetail {
         torrent,
-        have_at_start: e.have_at_start,
+        have_at_start: e.life.have_at_start(),
         pieces_downloaded: status.map_or(0, |s| s.pieces_downloaded),
         pieces_failed: status.map_or(0, |s| s.pieces_failed),
         downloaded_bytes: e.prior.downloaded_bytes + status.map_or(0, |s| s.stats.downloaded),
         uploaded_bytes: e.prior.uploaded_bytes + status.map_or(0, |s| s.stats.uploaded),
         peer_list,
         banned,
-        bad_pieces: e.bad_pieces.clone(),
+        bad_pieces: e.life.bad_pieces().to_vec(),
         trackers: e.meta.tracker_tiers(),
     }
 }
@@ -408,7 +384,8 @@ pub(crate) async fn sample(weak: Weak<Inner>) {
             let Some(e) = entries.get_mut(&ih) else {
                 continue;
             };
-            e.have = s.have;
+            // Refused only once removed, when the count no longer matters.
+            let _ = e.life.handle(Event::Progress { have: s.have });
             let (down, up) = (s.stats.downloaded, s.stats.uploaded);
             if let Some((then, d0, u0)) = e.rates.last {
                 let secs = now.duration_since(then).as_secs_f64().max(0.001);

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use shoal_proto::lifecycle::Phase;
 
 /// Where a torrent is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +28,22 @@ pub enum State {
     Paused,
     /// Could not start, or its content failed the re-check.
     Failed,
+}
+
+impl From<Phase> for State {
+    fn from(p: Phase) -> State {
+        match p {
+            Phase::Resolving => State::Resolving,
+            Phase::Starting => State::Starting,
+            Phase::Downloading => State::Downloading,
+            Phase::Verifying => State::Verifying,
+            Phase::Seeding => State::Seeding,
+            Phase::Paused => State::Paused,
+            Phase::Failed => State::Failed,
+            // Only seen while its record is being deleted: stopped.
+            Phase::Removed => State::Paused,
+        }
+    }
 }
 
 /// One torrent in a listing.

@@ -10,7 +10,10 @@ use serde_json::Value;
 use super::common;
 use super::common::node::{api, start_mesh_node};
 use super::common::{run, run_ok, shoal, tempdir, write_data};
-use super::{get, seeded, wait_state, wait_until, LIMIT};
+use super::{add_torrent, call, get, seeded, torrent_op, wait_state, wait_until, LIMIT};
+
+/// The collection of torrents.
+const TORRENTS: &str = "/api/v1/torrents";
 
 /// The value of a sample `name` (no labels) in a Prometheus exposition,
 /// after checking every sample line is `name[{labels}] number` and
@@ -63,25 +66,11 @@ fn download_pause_resume_metrics_and_remove() {
             hook.display()
         ),
     );
-    let body = serde_json::json!({ "path": sd.torrent }).to_string();
-    let (code, v) = api(
-        node.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/json"),
-        body.as_bytes(),
-    );
-    assert_eq!(code, 201, "{v}");
+    let body = serde_json::json!({ "path": sd.torrent });
+    let v = call(&node, "POST", TORRENTS, Some(&body), 201);
     assert_eq!(v["infohash"], sd.ih.as_str());
     // The same torrent twice is a conflict.
-    let (code, v) = api(
-        node.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/json"),
-        body.as_bytes(),
-    );
-    assert_eq!(code, 409, "{v}");
+    let v = call(&node, "POST", TORRENTS, Some(&body), 409);
     assert!(v["error"].as_str().unwrap().contains("already"), "{v}");
 
     let part = wait_until(&node, &sd.ih, "some pieces", |v| {
@@ -98,14 +87,7 @@ fn download_pause_resume_metrics_and_remove() {
             .is_ok_and(|a| a.ip().is_loopback()),
         "the seed's address: {part}"
     );
-    let (code, v) = api(
-        node.http,
-        "POST",
-        &format!("/api/v1/torrents/{}/pause", sd.ih),
-        None,
-        b"",
-    );
-    assert_eq!(code, 200, "{v}");
+    let v = torrent_op(&node, &sd.ih, "pause", 200);
     assert_eq!(v["state"], "paused");
     let paused = get(&node, &sd.ih)["have"].as_u64().unwrap();
     assert!(paused < sd.pieces, "finished before the pause: {paused}");
@@ -115,14 +97,7 @@ fn download_pause_resume_metrics_and_remove() {
     assert_eq!(still["have"].as_u64().unwrap(), paused, "{still}");
     assert_eq!(still["state"], "paused");
 
-    let (code, v) = api(
-        node.http,
-        "POST",
-        &format!("/api/v1/torrents/{}/resume", sd.ih),
-        None,
-        b"",
-    );
-    assert_eq!(code, 200, "{v}");
+    torrent_op(&node, &sd.ih, "resume", 200);
     let done = wait_state(&node, &sd.ih, "seeding", LIMIT);
     assert_eq!(done["have"].as_u64().unwrap(), sd.pieces);
     assert_eq!(done["have_at_start"].as_u64().unwrap(), paused);
@@ -168,38 +143,25 @@ fn download_pause_resume_metrics_and_remove() {
     assert!(metric(&seed_text, "shoal_uploaded_bytes_total") >= sd.data.len() as f64);
 
     // Per-torrent limits stick; node-wide ones read back.
-    let (code, v) = api(
-        node.http,
-        "PUT",
-        &format!("/api/v1/torrents/{}/limits", sd.ih),
-        Some("application/json"),
-        br#"{"upload": 1000000, "download": 0}"#,
-    );
-    assert_eq!(code, 200, "{v}");
+    let path = format!("{TORRENTS}/{}", sd.ih);
+    let limits = serde_json::json!({"upload": 1000000, "download": 0});
+    let v = call(&node, "PUT", &format!("{path}/limits"), Some(&limits), 200);
     assert_eq!(v["upload_limit"], 1_000_000);
     assert!(v["download_limit"].is_null());
-    let (code, v) = api(node.http, "GET", "/api/v1/limits", None, b"");
-    assert_eq!((code, v["download"].as_u64()), (200, Some(2_000_000)));
+    let v = call(&node, "GET", "/api/v1/limits", None, 200);
+    assert_eq!(v["download"].as_u64(), Some(2_000_000));
 
-    let (code, v) = api(
-        node.http,
+    call(
+        &node,
         "DELETE",
-        &format!("/api/v1/torrents/{}?delete_data=true", sd.ih),
+        &format!("{path}?delete_data=true"),
         None,
-        b"",
+        200,
     );
-    assert_eq!(code, 200, "{v}");
     assert!(!file.exists(), "the data was not deleted");
-    let (code, v) = api(
-        node.http,
-        "GET",
-        &format!("/api/v1/torrents/{}", sd.ih),
-        None,
-        b"",
-    );
-    assert_eq!(code, 404, "{v}");
-    let (code, v) = api(node.http, "GET", "/api/v1/torrents", None, b"");
-    assert_eq!((code, v), (200, serde_json::json!([])));
+    call(&node, "GET", &path, None, 404);
+    let v = call(&node, "GET", TORRENTS, None, 200);
+    assert_eq!(v, serde_json::json!([]));
 }
 
 /// Sends `body` after the headers, ignoring a reset once the server has
@@ -350,8 +312,7 @@ fn bad_requests_get_json_errors() {
     }
     assert_eq!(post_big(node.http, 17 << 20), 413);
     // Nothing above hurt the node.
-    let (code, v) = api(node.http, "GET", "/api/v1/node", None, b"");
-    assert_eq!(code, 200, "{v}");
+    let v = call(&node, "GET", "/api/v1/node", None, 200);
     assert!(v["mesh"]["quic"]
         .as_str()
         .unwrap()
@@ -367,8 +328,7 @@ fn bad_requests_get_json_errors() {
             ..Default::default()
         },
     );
-    let (code, v) = api(tracker.http, "GET", "/api/v1/torrents", None, b"");
-    assert_eq!(code, 503, "{v}");
+    let v = call(&tracker, "GET", TORRENTS, None, 503);
     assert!(v["error"].as_str().unwrap().contains("tracker only"));
 }
 
@@ -456,15 +416,7 @@ fn magnet_links_and_gossip_learned_trackers() {
             .args(["--piece-size", "256K", "-o"])
             .arg(&torrent),
     );
-    let bytes = std::fs::read(&torrent).unwrap();
-    let (code, v) = api(
-        seed.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/x-bittorrent"),
-        &bytes,
-    );
-    assert_eq!(code, 201, "{v}");
+    let v = add_torrent(&seed, &std::fs::read(&torrent).unwrap(), "");
     let ih = v["infohash"].as_str().unwrap().to_owned();
     wait_state(&seed, &ih, "seeding", LIMIT);
 
@@ -483,15 +435,8 @@ fn magnet_links_and_gossip_learned_trackers() {
         urls.iter().any(|u| u == want.as_str()).then_some(())
     });
     let magnet = format!("magnet:?xt=urn:btih:{ih}&dn=image.bin");
-    let body = serde_json::json!({ "magnet": magnet }).to_string();
-    let (code, v) = api(
-        node.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/json"),
-        body.as_bytes(),
-    );
-    assert_eq!(code, 202, "{v}\n{}", node.log_text());
+    let body = serde_json::json!({ "magnet": magnet });
+    let v = call(&node, "POST", TORRENTS, Some(&body), 202);
     assert_eq!(v["state"], "resolving");
     assert_eq!(v["name"], "image.bin");
     let done = wait_state(&node, &ih, "seeding", LIMIT);
@@ -501,23 +446,14 @@ fn magnet_links_and_gossip_learned_trackers() {
     // and removing it ends the search.
     let nobody = "fedcba9876543210fedcba9876543210fedcba98";
     let body = serde_json::json!({ "magnet": format!("magnet:?xt=urn:btih:{nobody}") });
-    let (code, v) = api(
-        node.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/json"),
-        body.to_string().as_bytes(),
-    );
-    assert_eq!((code, v["state"].as_str()), (202, Some("resolving")), "{v}");
-    let (code, v) = api(node.http, "GET", "/api/v1/torrents", None, b"");
-    assert_eq!((code, v.as_array().unwrap().len()), (200, 2), "{v}");
-    let path = format!("/api/v1/torrents/{nobody}");
-    let (code, v) = api(node.http, "POST", &format!("{path}/pause"), None, b"");
-    assert_eq!(code, 409, "{v}");
-    let (code, v) = api(node.http, "DELETE", &path, None, b"");
-    assert_eq!(code, 200, "{v}");
-    let (code, v) = api(node.http, "GET", &path, None, b"");
-    assert_eq!(code, 404, "{v}");
+    let v = call(&node, "POST", TORRENTS, Some(&body), 202);
+    assert_eq!(v["state"], "resolving", "{v}");
+    let v = call(&node, "GET", TORRENTS, None, 200);
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    torrent_op(&node, nobody, "pause", 409);
+    let path = format!("{TORRENTS}/{nobody}");
+    call(&node, "DELETE", &path, None, 200);
+    call(&node, "GET", &path, None, 404);
     let copy = std::fs::read(root.join("leech").join("downloads").join("image.bin")).unwrap();
     assert!(copy == std::fs::read(&content).unwrap(), "copy differs");
 }

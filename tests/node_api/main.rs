@@ -50,15 +50,7 @@ pub(crate) fn seeded(root: &Path, len: usize) -> Seeded {
             .arg("-o")
             .arg(&torrent),
     );
-    let bytes = std::fs::read(&torrent).unwrap();
-    let (code, v) = api(
-        seed.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/x-bittorrent"),
-        &bytes,
-    );
-    assert_eq!(code, 201, "{v}\n{}", seed.log_text());
+    let v = add_torrent(&seed, &std::fs::read(&torrent).unwrap(), "");
     let ih = v["infohash"].as_str().unwrap().to_owned();
     let pieces = v["pieces"].as_u64().unwrap();
     wait_state(&seed, &ih, "seeding", LIMIT);
@@ -71,16 +63,49 @@ pub(crate) fn seeded(root: &Path, len: usize) -> Seeded {
     }
 }
 
-pub(crate) fn get(node: &NodeProc, ih: &str) -> Value {
+/// One API request that must be answered `want`; returns the JSON body.
+pub(crate) fn call(
+    node: &NodeProc,
+    method: &str,
+    path: &str,
+    json: Option<&Value>,
+    want: u16,
+) -> Value {
+    let body = json.map(Value::to_string).unwrap_or_default();
+    let ct = json.map(|_| "application/json");
+    let (code, v) = api(node.http, method, path, ct, body.as_bytes());
+    assert_eq!(code, want, "{method} {path}: {v}\n{}", node.log_text());
+    v
+}
+
+/// Adds a `.torrent` file's bytes (`query` such as `?paused=true`); the
+/// node must answer 201 Created. Returns the torrent's view.
+pub(crate) fn add_torrent(node: &NodeProc, bytes: &[u8], query: &str) -> Value {
+    let path = format!("/api/v1/torrents{query}");
     let (code, v) = api(
         node.http,
-        "GET",
-        &format!("/api/v1/torrents/{ih}"),
-        None,
-        b"",
+        "POST",
+        &path,
+        Some("application/x-bittorrent"),
+        bytes,
     );
-    assert_eq!(code, 200, "{v}\n{}", node.log_text());
+    assert_eq!(code, 201, "POST {path}: {v}\n{}", node.log_text());
     v
+}
+
+/// `POST /api/v1/torrents/{ih}/{op}` (pause, resume), answered `want`.
+pub(crate) fn torrent_op(node: &NodeProc, ih: &str, op: &str, want: u16) -> Value {
+    call(
+        node,
+        "POST",
+        &format!("/api/v1/torrents/{ih}/{op}"),
+        None,
+        want,
+    )
+}
+
+pub(crate) fn get(node: &NodeProc, ih: &str) -> Value {
+    call(node, "GET", &format!("/api/v1/torrents/{ih}"), None, 200)
 }
 
 /// Polls until the torrent is in `state`; returns its detail.

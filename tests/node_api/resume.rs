@@ -1,12 +1,13 @@
 //! What survives: a SIGKILLed node resumes from its durable bitfield, a
-//! restarted one keeps its paused flag and limits, and a download whose
-//! content fails the completion re-check is failed, never complete.
+//! restarted one keeps its paused flag, limits and intent to import data
+//! already on disk, and a download whose content fails the completion
+//! re-check is failed, never complete.
 
 use std::time::{Duration, Instant};
 
-use super::common::node::{api, start_mesh_node};
-use super::common::{tempdir, write_data};
-use super::{get, seeded, wait_state, wait_until, LIMIT};
+use super::common::node::start_mesh_node;
+use super::common::{run_ok, shoal, tempdir, write_data};
+use super::{add_torrent, call, get, seeded, torrent_op, wait_state, wait_until, LIMIT};
 
 #[test]
 fn sigkill_mid_download_resumes_from_sled() {
@@ -18,14 +19,7 @@ fn sigkill_mid_download_resumes_from_sled() {
     let leech_dir = root.join("leech");
     let mut node = start_mesh_node(&leech_dir, false, cfg);
     let bytes = std::fs::read(&sd.torrent).unwrap();
-    let (code, v) = api(
-        node.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/x-bittorrent"),
-        &bytes,
-    );
-    assert_eq!(code, 201, "{v}");
+    add_torrent(&node, &bytes, "");
     let quarter = sd.pieces / 4;
     let before = wait_until(&node, &sd.ih, "a quarter of the pieces", |v| {
         v["have"].as_u64().unwrap() >= quarter
@@ -45,14 +39,7 @@ fn sigkill_mid_download_resumes_from_sled() {
         sd.data.len(),
         7,
     );
-    let (code, v) = api(
-        seed2.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/x-bittorrent"),
-        &bytes,
-    );
-    assert_eq!(code, 201, "{v}");
+    add_torrent(&seed2, &bytes, "");
     wait_state(&seed2, &sd.ih, "seeding", LIMIT);
 
     // Restarted on the same data directory, it finds the torrent in sled
@@ -86,15 +73,7 @@ fn a_download_that_fails_its_recheck_is_failed_not_complete() {
             hook.display()
         ),
     );
-    let bytes = std::fs::read(&sd.torrent).unwrap();
-    let (code, v) = api(
-        node.http,
-        "POST",
-        "/api/v1/torrents",
-        Some("application/x-bittorrent"),
-        &bytes,
-    );
-    assert_eq!(code, 201, "{v}");
+    add_torrent(&node, &std::fs::read(&sd.torrent).unwrap(), "");
     let half = wait_until(&node, &sd.ih, "half the pieces", |v| {
         v["have"].as_u64().unwrap() >= sd.pieces / 2
     });
@@ -134,14 +113,7 @@ fn a_download_that_fails_its_recheck_is_failed_not_complete() {
     );
     assert!(!hook.exists(), "the hook ran for corrupt data");
     // It cannot be resumed into looking complete.
-    let (code, v) = api(
-        node.http,
-        "POST",
-        &format!("/api/v1/torrents/{}/resume", sd.ih),
-        None,
-        b"",
-    );
-    assert_eq!(code, 409, "{v}");
+    torrent_op(&node, &sd.ih, "resume", 409);
 }
 
 #[test]
@@ -151,24 +123,11 @@ fn paused_flag_and_limits_survive_a_restart() {
     let sd = seeded(root, 2 << 20);
     let leech_dir = root.join("leech");
     let mut node = start_mesh_node(&leech_dir, false, "");
-    let bytes = std::fs::read(&sd.torrent).unwrap();
-    let (code, v) = api(
-        node.http,
-        "POST",
-        "/api/v1/torrents?paused=true",
-        Some("application/x-bittorrent"),
-        &bytes,
-    );
-    assert_eq!(code, 201, "{v}");
+    let v = add_torrent(&node, &std::fs::read(&sd.torrent).unwrap(), "?paused=true");
     assert_eq!(v["state"], "paused");
-    let (code, v) = api(
-        node.http,
-        "POST",
-        &format!("/api/v1/torrents/{}/limits", sd.ih),
-        Some("application/json"),
-        br#"{"upload": 123456, "download": 654321}"#,
-    );
-    assert_eq!(code, 200, "{v}");
+    let limits = serde_json::json!({"upload": 123456, "download": 654321});
+    let path = format!("/api/v1/torrents/{}/limits", sd.ih);
+    call(&node, "POST", &path, Some(&limits), 200);
     assert!(
         node.terminate(Duration::from_secs(15)),
         "{}",
@@ -181,15 +140,52 @@ fn paused_flag_and_limits_survive_a_restart() {
     assert_eq!(v["have"], 0);
     assert_eq!(v["upload_limit"], 123_456);
     assert_eq!(v["download_limit"], 654_321);
-    let (code, v) = api(
-        node.http,
-        "POST",
-        &format!("/api/v1/torrents/{}/resume", sd.ih),
-        None,
-        b"",
-    );
-    assert_eq!(code, 200, "{v}");
+    torrent_op(&node, &sd.ih, "resume", 200);
     wait_state(&node, &sd.ih, "seeding", LIMIT);
     let copy = std::fs::read(leech_dir.join("downloads").join("image.bin")).unwrap();
     assert!(copy == sd.data, "copy differs");
+}
+
+/// A torrent added paused over data already in its place keeps the intent
+/// to import that data across a restart: resumed afterwards, it seeds what
+/// is on disk. Nobody else has the torrent, so importing is the only way
+/// it can get there.
+#[test]
+fn import_intent_of_a_paused_add_survives_a_restart() {
+    let dir = tempdir();
+    let root = dir.path();
+    let node_dir = root.join("node");
+    let content = node_dir.join("downloads").join("image.bin");
+    write_data(&content, (3 << 20) + 11, 5);
+    let torrent = root.join("image.torrent");
+    run_ok(
+        shoal()
+            .arg("create")
+            .arg(&content)
+            .args(["--piece-size", "256K", "-o"])
+            .arg(&torrent),
+    );
+    let mut node = start_mesh_node(&node_dir, false, "");
+    let v = add_torrent(&node, &std::fs::read(&torrent).unwrap(), "?paused=true");
+    assert_eq!(
+        (v["state"].as_str(), v["have"].as_u64()),
+        (Some("paused"), Some(0))
+    );
+    let ih = v["infohash"].as_str().unwrap().to_owned();
+    let pieces = v["pieces"].as_u64().unwrap();
+    assert!(
+        node.terminate(Duration::from_secs(15)),
+        "{}",
+        node.log_text()
+    );
+
+    let node = start_mesh_node(&node_dir, false, "");
+    assert_eq!(get(&node, &ih)["state"], "paused");
+    torrent_op(&node, &ih, "resume", 200);
+    // Within a short limit: a leecher with no peers would wait forever.
+    let done = wait_state(&node, &ih, "seeding", Duration::from_secs(30));
+    assert_eq!(done["have"].as_u64(), Some(pieces), "{done}");
+    assert_eq!(done["pieces_downloaded"].as_u64(), Some(0), "{done}");
+    let want = super::common::data((3 << 20) + 11, 5);
+    assert!(std::fs::read(&content).unwrap() == want, "the data changed");
 }
