@@ -92,12 +92,24 @@ impl Proc {
         }
     }
 
-    fn terminate(&mut self, within: Duration) -> ExitStatus {
+    /// Waits (at most `within`) for the process to exit with success.
+    fn wait_ok(&mut self, within: Duration) {
+        let status = self.wait(within);
+        assert!(
+            status.success(),
+            "{} exited with {status}; log:\n{}",
+            self.name,
+            self.log_text()
+        );
+    }
+
+    /// Sends SIGTERM and waits (at most `within`) for a clean exit.
+    fn terminate_ok(&mut self, within: Duration) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.wait(within)
+        self.wait_ok(within);
     }
 }
 
@@ -106,6 +118,28 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `shoal tracker` on 127.0.0.1.
+fn start_tracker(root: &Path) -> NodeProc {
+    NodeProc::start(
+        &root.join("tracker"),
+        &NodeOpts {
+            tracker: true,
+            ..NodeOpts::default()
+        },
+    )
+}
+
+/// `shoal SUB` (seed or fetch) with its state in `data_dir`, listening
+/// on 127.0.0.1 port 0.
+fn one_shot(sub: &str, data_dir: &Path) -> Command {
+    let mut cmd = shoal();
+    cmd.arg(sub)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0"]);
+    cmd
 }
 
 fn hex20(h: &str) -> [u8; 20] {
@@ -128,13 +162,7 @@ fn swarm_counts(tracker: &NodeProc, ih: &[u8; 20]) -> (i64, i64) {
 fn seed_and_two_fetches_through_a_real_tracker() {
     let dir = tempdir();
     let root = dir.path();
-    let tracker = NodeProc::start(
-        &root.join("tracker"),
-        &NodeOpts {
-            tracker: true,
-            ..NodeOpts::default()
-        },
-    );
+    let tracker = start_tracker(root);
     let data = root.join("src").join("image.bin");
     write_data(&data, 5 * 1024 * 1024 + 12345, 42);
     let torrent = root.join("image.torrent");
@@ -147,19 +175,14 @@ fn seed_and_two_fetches_through_a_real_tracker() {
 
     let seed = Proc::spawn(
         "seed",
-        shoal()
-            .arg("seed")
+        one_shot("seed", &root.join("seed-data"))
             .arg(&data)
             .arg("-o")
             .arg(&torrent)
             .arg("-t")
             .arg(format!("http://{dead}/announce"))
             .arg("-t")
-            .arg(tracker.announce_url())
-            .arg("--data-dir")
-            .arg(root.join("seed-data"))
-            .arg("--listen")
-            .arg("127.0.0.1:0"),
+            .arg(tracker.announce_url()),
         &root.join("seed.log"),
     );
     let infohash = seed.line("infohash ", Duration::from_secs(60));
@@ -171,15 +194,10 @@ fn seed_and_two_fetches_through_a_real_tracker() {
     let mut fetches = Vec::new();
     for i in 0..2 {
         let hook = root.join(format!("hook{i}.txt"));
-        let mut cmd = shoal();
-        cmd.arg("fetch")
-            .arg(&torrent)
+        let mut cmd = one_shot("fetch", &root.join(format!("fetch{i}-data")));
+        cmd.arg(&torrent)
             .arg("-o")
             .arg(root.join(format!("out{i}")))
-            .arg("--data-dir")
-            .arg(root.join(format!("fetch{i}-data")))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .arg("--on-complete")
             .arg(format!(
                 "printf '%s\\n%s\\n' \"$SHOAL_INFOHASH\" \"$SHOAL_PATH\" > '{}'",
@@ -200,12 +218,7 @@ fn seed_and_two_fetches_through_a_real_tracker() {
 
     let want = std::fs::read(&data).unwrap();
     for (i, p) in fetches.iter_mut().enumerate() {
-        let status = p.wait(Duration::from_secs(120));
-        assert!(
-            status.success(),
-            "fetch{i} exited with {status}; log:\n{}",
-            p.log_text()
-        );
+        p.wait_ok(Duration::from_secs(120));
         let out = root.join(format!("out{i}")).join("image.bin");
         let got = std::fs::read(&out).unwrap();
         assert!(got == want, "fetch{i}: output differs from the source");
@@ -229,12 +242,7 @@ fn seed_and_two_fetches_through_a_real_tracker() {
         (1, 0),
         "after the fetches left"
     );
-    let status = seed.terminate(Duration::from_secs(20));
-    assert!(
-        status.success(),
-        "seed exited with {status}; log:\n{}",
-        seed.log_text()
-    );
+    seed.terminate_ok(Duration::from_secs(20));
     assert_eq!(swarm_counts(&tracker, &ih), (0, 0), "after the seed left");
     drop(tracker);
 }
@@ -246,13 +254,7 @@ fn seed_and_two_fetches_through_a_real_tracker() {
 fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
     let dir = tempdir();
     let root = dir.path();
-    let tracker = NodeProc::start(
-        &root.join("tracker"),
-        &NodeOpts {
-            tracker: true,
-            ..NodeOpts::default()
-        },
-    );
+    let tracker = start_tracker(root);
     let data = root.join("src").join("image.bin");
     // Enough pieces that the info dictionary spans several 16 KiB
     // metadata pieces: 640 pieces of 32 KiB, 52 bytes of hashes each.
@@ -277,15 +279,10 @@ fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
     );
     let mut seed = Proc::spawn(
         "seed",
-        shoal()
-            .arg("seed")
+        one_shot("seed", &root.join("seed-data"))
             .arg(&data)
             .arg("--torrent")
-            .arg(&torrent)
-            .arg("--data-dir")
-            .arg(root.join("seed-data"))
-            .arg("--listen")
-            .arg("127.0.0.1:0"),
+            .arg(&torrent),
         &root.join("seed.log"),
     );
     let infohash = seed.line("infohash ", Duration::from_secs(60));
@@ -296,30 +293,18 @@ fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
     );
     let mut fetch = Proc::spawn(
         "fetch",
-        shoal()
-            .arg("fetch")
+        one_shot("fetch", &root.join("fetch-data"))
             .arg(&magnet)
             .arg("-o")
             .arg(root.join("out"))
-            .arg("--data-dir")
-            .arg(root.join("fetch-data"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--magnet-timeout")
-            .arg("60s"),
+            .args(["--magnet-timeout", "60s"]),
         &root.join("fetch.log"),
     );
     assert_eq!(fetch.line("infohash ", Duration::from_secs(90)), infohash);
-    let status = fetch.wait(Duration::from_secs(120));
-    assert!(
-        status.success(),
-        "fetch exited with {status}; log:\n{}",
-        fetch.log_text()
-    );
+    fetch.wait_ok(Duration::from_secs(120));
     let got = std::fs::read(root.join("out").join("image.bin")).unwrap();
     assert!(got == std::fs::read(&data).unwrap(), "output differs");
-    let status = seed.terminate(Duration::from_secs(20));
-    assert!(status.success(), "seed: {status}; {}", seed.log_text());
+    seed.terminate_ok(Duration::from_secs(20));
 }
 
 /// A magnet link whose infohash no peer serves fails with a clear error
@@ -328,29 +313,17 @@ fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
 fn magnet_with_an_unknown_infohash_fails_clearly_within_its_timeout() {
     let dir = tempdir();
     let root = dir.path();
-    let tracker = NodeProc::start(
-        &root.join("tracker"),
-        &NodeOpts {
-            tracker: true,
-            ..NodeOpts::default()
-        },
-    );
+    let tracker = start_tracker(root);
     let magnet = format!(
         "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&tr={}",
         shoal_proto::magnet::percent_encode(&tracker.announce_url())
     );
     let started = Instant::now();
-    let out = shoal()
-        .arg("fetch")
+    let out = one_shot("fetch", &root.join("data"))
         .arg(&magnet)
         .arg("-o")
         .arg(root.join("out"))
-        .arg("--data-dir")
-        .arg(root.join("data"))
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--magnet-timeout")
-        .arg("3s")
+        .args(["--magnet-timeout", "3s"])
         .output()
         .unwrap();
     let took = started.elapsed();

@@ -71,23 +71,8 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
                 base.start(meta, target_dir.clone(), Role::Leech, tiers)
                     .await?
             }
-            None => {
-                peer::start(
-                    &a.node.data_dir,
-                    a.node.listen,
-                    meta,
-                    target_dir.clone(),
-                    Role::Leech,
-                    tiers,
-                )
-                .await?
-            }
+            None => peer::start(&a.node, meta, target_dir.clone(), Role::Leech, tiers).await?,
         };
-        running
-            .mesh
-            .endpoint()
-            .rates()
-            .set_node(a.node.max_upload_rate, a.node.max_download_rate);
         println!("infohash {ih}");
         println!("listening on {}", running.listen);
         let _ = std::io::stdout().flush();
@@ -180,7 +165,7 @@ async fn resolve(
     a: &FetchArgs,
     magnet: &shoal_proto::Magnet,
 ) -> anyhow::Result<(shoal_proto::Metainfo, peer::Base)> {
-    let base = peer::open(&a.node.data_dir, a.node.listen).await?;
+    let base = peer::open(&a.node).await?;
     eprintln!(
         "fetching the metadata of {} from peers (up to {:?})",
         magnet.info_hash, a.magnet_timeout

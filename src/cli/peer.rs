@@ -1,9 +1,10 @@
 //! What `shoal seed` and `shoal fetch` share: one node's storage, QUIC
-//! endpoint and mesh, one torrent on it, and the announcer; and stopping
-//! them in order (announce `stopped`, close connections, close storage).
+//! endpoint (with the node's rate limits, set once when it opens) and
+//! mesh, one torrent on it, and the announcer; and stopping them in order
+//! (announce `stopped`, close connections, close storage).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -59,17 +60,16 @@ pub struct Running {
     endpoint_stop: CancellationToken,
 }
 
-/// Opens storage in `data_dir`, binds `listen`, starts `meta` as `role`
+/// Opens the node `node` describes (see [`open`]), starts `meta` as `role`
 /// with content in `target_dir`, and starts announcing to `trackers`.
 pub async fn start(
-    data_dir: &Path,
-    listen: SocketAddr,
+    node: &NodeArgs,
     meta: Metainfo,
     target_dir: PathBuf,
     role: Role,
     trackers: Vec<Vec<String>>,
 ) -> anyhow::Result<Running> {
-    open(data_dir, listen)
+    open(node)
         .await?
         .start(meta, target_dir, role, trackers)
         .await
@@ -85,8 +85,11 @@ pub struct Base {
     endpoint_stop: CancellationToken,
 }
 
-/// Opens storage in `data_dir` and binds `listen`.
-pub async fn open(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Base> {
+/// Opens storage in the node's data directory, binds its listen address
+/// and applies its rate limits: the one place `shoal seed` and `shoal
+/// fetch` set them.
+pub async fn open(node: &NodeArgs) -> anyhow::Result<Base> {
+    let (data_dir, listen) = (node.data_dir.as_path(), node.listen);
     install_crypto_provider();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("{}: cannot create", data_dir.display()))?;
@@ -101,6 +104,9 @@ pub async fn open(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Base> {
     let transport = TransportConfig::default();
     let endpoint =
         Endpoint::from_socket(&keypair, socket, transport.clone(), endpoint_stop.clone())?;
+    endpoint
+        .rates()
+        .set_node(node.max_upload_rate, node.max_download_rate);
     let mesh = Mesh::new(endpoint, storage.clone());
     Ok(Base {
         mesh,

@@ -94,20 +94,7 @@ pub fn run(a: SeedArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let signals = peer::watch_signals()?;
-        let running = peer::start(
-            &a.node.data_dir,
-            a.node.listen,
-            meta,
-            target_dir,
-            Role::Seed,
-            tiers,
-        )
-        .await?;
-        running
-            .mesh
-            .endpoint()
-            .rates()
-            .set_node(a.node.max_upload_rate, a.node.max_download_rate);
+        let running = peer::start(&a.node, meta, target_dir, Role::Seed, tiers).await?;
         let status = running.torrent.status().await?;
         if !status.complete {
             running.stop().await;
