@@ -235,6 +235,7 @@ async fn run(
                     .into_iter()
                     .take(MAX_PEERS_PER_ANNOUNCE)
                     .collect();
+                tracing::debug!(peers = peers.len(), "announce answered");
                 if st.torrent.discovered(peers).await.is_err() {
                     return;
                 }

@@ -56,6 +56,18 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if matches!(
+        args.command,
+        Command::Seed(_)
+            | Command::Fetch(_)
+            | Command::Node(_)
+            | Command::Tracker(_)
+            | Command::Demo(_)
+    ) {
+        // First thing, so that its warm-up of the TLS library overlaps the
+        // rest of start-up rather than the first dial.
+        shoal::transport::install_crypto_provider();
+    }
     let result = match args.command {
         Command::Create(a) => cli::create::run(a),
         Command::Show(a) => cli::show::run(a),

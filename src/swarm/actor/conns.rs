@@ -258,6 +258,7 @@ impl Actor {
                 let id = conn.id();
                 let node = peer.node;
                 peer.remote = Some(conn.remote_addr());
+                tracing::debug!(peer = %key, addr = %conn.remote_addr(), "connected");
                 peer.up_since = Some(now);
                 peer.pex = Some(PexSchedule::new(now));
                 peer.gate = Some(PexGate::new(now, &self.pex_cfg));
