@@ -91,7 +91,7 @@ wait_line 120 "$work/seed.out" "listening on"
 sleep 3
 rss_seed=$(rss "$seed_pid")
 
-gbs=() ibs=() cpus=() fetch_hwm=0
+gbs=() ibs=() dds=() cpus=() fetch_hwm=0
 for ((r = 1; r <= runs; r++)); do
   # iperf3: the same bytes over one TCP connection.
   ip_port=$(free_port)
@@ -102,6 +102,14 @@ for ((r = 1; r <= runs; r++)); do
   bps=$(iperf3 -c 127.0.0.1 -p "$ip_port" -n "$size" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
   wait "$ip_pid" 2>/dev/null || true
   ibs+=("$(awk -v b="$bps" 'BEGIN {printf "%.3f", b / 8e9}')")
+
+  # The disk: dd writes the same bytes to the same file system and syncs
+  # them, the floor under any fetch that keeps what it receives. (On this
+  # VM, writing into freshly allocated page cache runs at 0.3-1.7 GB/s
+  # depending on the memory's state, so it can bind before the network.)
+  dd_out=$(dd if=/dev/zero of="$work/dd.bin" bs=1M count="$size_mib" conv=fdatasync 2>&1 | tail -1)
+  rm -f "$work/dd.bin"
+  dds+=("$(echo "$dd_out" | awk -v f="$size" '{for (i = 1; i <= NF; i++) if ($i == "s,") print f / $(i - 1) / 1e9}' | xargs printf '%.3f')")
 
   # shoal: a fresh fetch, timed to its "complete" line.
   rm -rf "$work/out" "$work/fetch-data"
@@ -120,19 +128,23 @@ for ((r = 1; r <= runs; r++)); do
   gbs+=("$(awk -v s="$secs" -v f="$size" 'BEGIN {printf "%.3f", f / s / 1e9}')")
   cpus+=("$(awk -v u="$fu" -v s="$fs" -v d="$((seed_after - seed_before))" -v t="$tck" -v f="$size" \
     'BEGIN {printf "%.2f", (u + s + d / t) / (f / 1e9)}')")
-  echo "run $r: iperf3 ${ibs[-1]} GB/s; shoal ${secs}s = ${gbs[-1]} GB/s, fetch cpu ${fu}u+${fs}s, seed cpu $(awk -v d="$((seed_after - seed_before))" -v t="$tck" 'BEGIN {printf "%.2f", d / t}')s, ${cpus[-1]} cpu-s/GB" >&2
+  echo "run $r: iperf3 ${ibs[-1]} GB/s; dd ${dds[-1]} GB/s; shoal ${secs}s = ${gbs[-1]} GB/s, fetch cpu ${fu}u+${fs}s, seed cpu $(awk -v d="$((seed_after - seed_before))" -v t="$tck" 'BEGIN {printf "%.2f", d / t}')s, ${cpus[-1]} cpu-s/GB" >&2
 done
 seed_hwm=$(hwm "$seed_pid")
 
 ig=$(printf '%s\n' "${ibs[@]}" | median)
 sg=$(printf '%s\n' "${gbs[@]}" | median)
+dg=$(printf '%s\n' "${dds[@]}" | median)
 cg=$(printf '%s\n' "${cpus[@]}" | median)
 echo "single pair on loopback: $size_mib MiB, $runs runs each, $(nproc) cores; $(date -u +%FT%TZ)"
 echo
 echo "| | median GB/s | runs GB/s | ratio |"
 echo "| --- | --- | --- | --- |"
 echo "| iperf3 TCP (-n $size_mib MiB) | $ig | ${ibs[*]} | 1.00 |"
+echo "| dd to the same file system, synced (the disk's floor) | $dg | ${dds[*]} | $(awk -v a="$dg" -v b="$ig" 'BEGIN {printf "%.2f", a / b}') |"
 echo "| shoal seed -> shoal fetch, verified and on disk | $sg | ${gbs[*]} | $(awk -v a="$sg" -v b="$ig" 'BEGIN {printf "%.2f", a / b}') |"
+echo
+echo "shoal / dd: $(awk -v a="$sg" -v b="$dg" 'BEGIN {printf "%.2f", a / b}')"
 echo
 echo "shoal CPU (fetch + seed, user + sys) per GB: median $cg s (runs: ${cpus[*]})"
 echo
