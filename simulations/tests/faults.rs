@@ -1,6 +1,7 @@
 //! Small versions of the fault scenarios with the properties they must
 //! keep: corrupt peers are caught and no node completes with their data,
-//! every node that stays finishes through churn and a partition, the
+//! every node that stays finishes through churn and a partition without
+//! waiting for crashes to be noticed, the
 //! seed may leave once one copy exists, replicated tracker tables
 //! converge after a heal, and faulty runs are deterministic too.
 
@@ -84,6 +85,26 @@ fn every_staying_node_finishes_through_churn() {
     assert!(out.all_completed(), "{:?}", out.completions_us());
     assert_eq!(out.completions_us().len(), 140);
     println!("churn: ratio {:.3}", out.ratio().unwrap());
+}
+
+/// A fifth of the leechers crash while the seed still spreads distinct
+/// pieces, noticed only after 5 s (more than twice the whole
+/// distribution). Their firm claims on the seed's pieces, the seed's
+/// slots and their unanswered endgame requests must not hold the swarm
+/// until then (before: 3.27 × T_min, the fleet waiting for the detection).
+#[test]
+fn crashes_are_not_waited_for_until_they_are_noticed() {
+    let text = format!(
+        "{}\n[faults]\ncrash_fraction = 0.2\nchurn_from_secs = 0.05\nchurn_until_secs = 1.5\ndetect_secs = 5.0\nredial_secs = 0.2\n",
+        BASE.replace("file_mib = 64", "file_mib = 256")
+            .replace("piece_kib = 1024", "piece_kib = 4096")
+    );
+    let (_, out) = run(&text);
+    assert_eq!(out.nodes.iter().filter(|n| n.crashed).count(), 40);
+    assert!(out.all_completed(), "{:?}", out.completions_us());
+    let ratio = out.ratio().unwrap();
+    println!("crashes while spreading: ratio {ratio:.3}");
+    assert!(ratio < 2.0, "ratio {ratio:.3}");
 }
 
 #[test]

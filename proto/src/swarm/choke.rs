@@ -10,10 +10,23 @@
 //!   by key order, so no peer is favoured by the caller's numbering.
 //! - Choking a peer forgets what it has queued at us (the caller drops
 //!   unsent blocks) and takes back its unstarted reveals.
+//! - A seed's slot is kept only by a peer that uses it. One it unchokes
+//!   that wants something (interested, or courted while it spreads) but has
+//!   neither asked for anything nor taken any of our bytes for its *slot
+//!   stall timeout* (`stall_factor` blocks at its upload rate, at least
+//!   `slot_stall_timeout`) has crashed or lost its path, as far as we can
+//!   tell before the transport does: it is choked, loses every reveal
+//!   (started or not), and gets no slot until it sends us a request or a
+//!   `Have`. Without this, a seed choosing the peers furthest behind
+//!   would give its slots to the dead, which never catch up. (A leecher
+//!   needs no such rule: the dead upload nothing, so reciprocation drops
+//!   them at the next round.)
 
 use std::cmp::Ordering;
+use std::time::Duration;
 
 use super::config::SeedChoking;
+use super::peer::Peer;
 use super::types::{Message, PeerKey, Time};
 use super::Swarm;
 
@@ -57,7 +70,7 @@ impl Swarm {
             if only_choked && !p.am_choking {
                 continue;
             }
-            if !p.wants_upload(self.spread.is_some()) {
+            if !p.wants_upload(self.spread.is_some()) || p.slot_stalled {
                 continue;
             }
             let score = if seed {
@@ -148,6 +161,64 @@ impl Swarm {
             let k = pool.swap_remove(idx);
             self.optimistic.push(k);
         }
+    }
+
+    /// Chokes the peers that hold a slot without using it (see the module
+    /// comment) and gives their slots to others.
+    pub(super) fn check_slot_stalls(&mut self, now: Time) {
+        if !self.have.is_full() {
+            return;
+        }
+        let spreading = self.spreading();
+        let stalled: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                let courted = spreading && p.masked && p.reveals.iter().any(|r| r.firm);
+                !p.am_choking && (p.peer_interested || courted)
+            })
+            .filter(|(_, p)| {
+                let alive = [p.last_asked, p.unchoked_at, p.served_at]
+                    .into_iter()
+                    .flatten()
+                    .max();
+                alive.is_some_and(|t| {
+                    self.slot_stall_timeout(t, p)
+                        .is_some_and(|limit| now.saturating_since(t) > limit)
+                })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stalled {
+            self.spread_release(k, true);
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.slot_stalled = true;
+            }
+            self.set_choke(now, k, true);
+            self.unchoke_needed = true;
+        }
+    }
+
+    /// How long `p` may hold a slot without a sign of life: with nothing
+    /// of its queued at us, `slot_stall_timeout` (it could have asked);
+    /// else the time `stall_factor` blocks take at its upload rate as of
+    /// its last sign of life (`alive`; read later, the rate decays with
+    /// the silence and the bound would recede faster than time passes),
+    /// at least that. `None` (never) if we have queued blocks for it but
+    /// never sent it a byte: our own side may be what is stuck, and the
+    /// transport will tell.
+    fn slot_stall_timeout(&self, alive: Time, p: &Peer) -> Option<Duration> {
+        let floor = self.cfg.slot_stall_timeout;
+        if p.serving_bytes == 0 {
+            return Some(floor);
+        }
+        let rate = p.up.get(alive, self.cfg.rate_window);
+        if rate <= 0.0 {
+            return None;
+        }
+        let secs = self.cfg.stall_factor * f64::from(self.cfg.block_size) / rate;
+        let secs = secs.min(self.cfg.max_stall_timeout.as_secs_f64());
+        Some(Duration::from_secs_f64(secs).max(floor))
     }
 
     /// Unchokes the best choked candidates while slots are free, without

@@ -90,6 +90,10 @@ pub struct SwarmConfig {
     /// While spreading, an unchoked peer that asks for nothing this long
     /// loses its unrequested reveals and its slot.
     pub spread_idle_timeout: Duration,
+    /// The least time a peer we unchoke, that wants something from us,
+    /// may neither ask for anything nor take any of our bytes before it
+    /// loses its slot (and, while we spread, its reveals): it crashed, say.
+    pub slot_stall_timeout: Duration,
     /// While spreading, peers unchoked at once. More first-hop holders
     /// means more leechers with something exclusive to trade.
     pub spread_slots: usize,
@@ -133,6 +137,7 @@ impl Default for SwarmConfig {
             spread_distinct: true,
             spread_ahead_bytes: 4 << 20,
             spread_idle_timeout: Duration::from_secs(15),
+            slot_stall_timeout: Duration::from_secs(1),
             spread_slots: 16,
             drop_seeds_when_complete: true,
         }

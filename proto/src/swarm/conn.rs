@@ -132,6 +132,8 @@ impl Swarm {
         let lack = !self.have.contains(piece);
         let p = self.peer_mut(peer)?;
         p.got_bitfield = true;
+        // A sign of life: it may hold a slot again.
+        p.slot_stalled = false;
         if !p.has.insert(piece) {
             return Ok(());
         }

@@ -9,7 +9,23 @@
 //! - A failed piece returns to the ranking with all its blocks open; if
 //!   several peers supplied it, its re-fetch is single-sourced.
 //! - Only a stored piece is announced (`Have`) and counted as ours.
+//!
+//! Endgame lag: in endgame every missing block is already requested, so
+//! the download waits on its slowest requester, and a requester that died
+//! silently is only caught by the stall timeout (seconds: it must not
+//! punish a peer for a slow patch). A block at its requester cap cannot
+//! be asked of anyone else meanwhile. So in endgame a peer that sits on
+//! our requests for `stall_factor` × (round trip + one block at the best
+//! rate any peer delivered at), well under the stall timeout, is snubbed (no
+//! blame): its
+//! requests stay, in case it was only slow, but no longer count towards
+//! the cap, so peers that deliver take the blocks as well. A snubbed peer
+//! takes no endgame duplicates; the stall timeout still ends its
+//! requests if it never answers.
 
+use std::time::Duration;
+
+use super::peer::Peer;
 use super::types::{
     Action, BlockOutcome, BlockRef, DisconnectReason, Message, PeerKey, SwarmError, Time,
 };
@@ -306,6 +322,51 @@ impl Swarm {
                 self.drop_peer(k, DisconnectReason::BadData, false);
             }
         }
+    }
+
+    /// In endgame, snubs the peers that lag (see the module comment),
+    /// without blame, and lets the others take their blocks too.
+    pub(super) fn check_endgame_lag(&mut self, now: Time) {
+        if !self.in_endgame() {
+            return;
+        }
+        let tau = self.cfg.rate_window;
+        // Each rate as of its peer's last progress: in endgame most peers
+        // have nothing left to send, and rates read now would decay with
+        // that idleness and stretch the bound without end.
+        let best = self
+            .peers
+            .values()
+            .map(|p| p.down.get(p.progress_at, tau))
+            .fold(0.0, f64::max);
+        let lagging: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.requests.is_empty() && !p.snubbed)
+            .filter(|(_, p)| now.saturating_since(p.progress_at) > self.endgame_lag(p, best))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in lagging {
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.snubbed = true;
+                self.fill_all = true;
+            }
+        }
+    }
+
+    /// How long `p` may sit on our requests in endgame: `stall_factor`
+    /// times what one block takes over its round trip at the `best` rate
+    /// any peer delivered at. Not its own rate: a slow peer is exactly
+    /// what endgame should not wait on. Never longer than the stall
+    /// timeout's floor; with no rate to judge by, that floor.
+    fn endgame_lag(&self, p: &Peer, best: f64) -> Duration {
+        let floor = self.cfg.min_stall_timeout;
+        if best <= 0.0 {
+            return floor;
+        }
+        let rtt = p.rtt.get().unwrap_or_default().as_secs_f64();
+        let secs = self.cfg.stall_factor * (rtt + f64::from(self.cfg.block_size) / best);
+        Duration::from_secs_f64(secs.min(floor.as_secs_f64()))
     }
 
     /// Cancels the requests of peers that sat on them past their stall

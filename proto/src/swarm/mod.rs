@@ -73,10 +73,21 @@
 //!
 //! While spreading the seed keeps whom it unchokes (choking a peer halfway
 //! through a piece would strand it); peers leave the set only by losing
-//! interest, leaving, or asking for nothing for `spread_idle_timeout`
-//! (another seed, say), which also returns their unrequested reveals. A
-//! node that becomes a seed by downloading never masks: its peers already
-//! know what it has.
+//! interest, leaving, asking for nothing for `spread_idle_timeout`
+//! (another seed, say), which also returns their unrequested reveals, or
+//! stalling in their slot (below), which returns all of them. A node that
+//! becomes a seed by downloading never masks: its peers already know what
+//! it has.
+//!
+//! **Silent peers.** A peer that crashed stays connected until the
+//! transport notices, and meanwhile must not hold anyone up. A seed takes
+//! its slot back from a peer that wants something but has neither asked
+//! nor taken a byte for `slot_stall_timeout` (longer at slow rates), with
+//! every reveal it held, and gives it no slot until it sends a request or
+//! a `Have` (`choke.rs`). In endgame, a peer sitting on our requests for
+//! `stall_factor` × (round trip + a block at the best peer's rate) is
+//! snubbed and its requests stop counting towards the requester cap
+//! (`download.rs`).
 //!
 //! **Trust.** A piece that fails its check blames the peers that supplied
 //! its blocks: a sole supplier gets 1 and is disconnected; `n` suppliers
@@ -318,7 +329,9 @@ impl Swarm {
         }
         self.clocks = Some(c);
         self.check_stalls(now);
+        self.check_endgame_lag(now);
         self.spread_check_idle(now);
+        self.check_slot_stalls(now);
         if round {
             self.rechoke(now);
         }

@@ -70,6 +70,11 @@ pub(crate) struct Peer {
     pub(crate) unchoked_at: Option<Time>,
     /// When it last asked us for a block.
     pub(crate) last_asked: Option<Time>,
+    /// When served bytes last went out to it.
+    pub(crate) served_at: Option<Time>,
+    /// Held a seed's upload slot without asking for or taking anything
+    /// (it crashed, say): no slot until it sends a request or a `Have`.
+    pub(crate) slot_stalled: bool,
     /// Ignored our reveals (another seed, say): no more reveals, and no
     /// slot, until it asks for something.
     pub(crate) inert: bool,
@@ -112,6 +117,8 @@ impl Peer {
             serving_bytes: 0,
             unchoked_at: None,
             last_asked: None,
+            served_at: None,
+            slot_stalled: false,
             inert: false,
             dirty: false,
             masked: false,

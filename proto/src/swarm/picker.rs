@@ -214,9 +214,20 @@ impl Swarm {
     }
 
     /// Endgame: a block requested elsewhere but not from `key`, fewest
-    /// requesters first.
+    /// requesters first. Requests held by snubbed peers (they sat on
+    /// requests lately) do not count towards the cap, and snubbed peers
+    /// get no duplicates: see the module comment of `download.rs`.
     fn pick_endgame(&self, key: PeerKey) -> Option<(u32, u32)> {
         let peer = self.peers.get(&key)?;
+        if peer.snubbed {
+            return None;
+        }
+        let stuck: Vec<(u32, u32)> = self
+            .peers
+            .values()
+            .filter(|p| p.snubbed)
+            .flat_map(|p| p.requests.iter().map(|r| (r.piece, r.block)))
+            .collect();
         let mut best: Option<(u32, u32, u8)> = None;
         for pt in &self.partials {
             if !peer.has.contains(pt.piece) || (pt.solo && pt.owner != Some(key)) {
@@ -226,6 +237,9 @@ impl Swarm {
                 let BlockState::Requested(n) = *st else {
                     continue;
                 };
+                let b32 = b as u32;
+                let n =
+                    n.saturating_sub(stuck.iter().filter(|&&r| r == (pt.piece, b32)).count() as u8);
                 if n >= self.cfg.endgame_max_requesters
                     || best.is_some_and(|(_, _, m)| m <= n)
                     || peer.has_requested(pt.piece, b as u32)

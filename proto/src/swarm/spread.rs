@@ -7,6 +7,14 @@
 //! another seed that masks too never fetches, so its claims must not hold
 //! pieces back from leechers.
 //!
+//! A firm claim is only as good as its holder. A peer that crashed (or
+//! whose path died) keeps its claims until the transport notices, which
+//! can take longer than the whole distribution; meanwhile nobody else is
+//! given those pieces and the swarm waits on them. So a courted peer that
+//! stalls holding its slot (see `choke.rs`) loses every claim, started or
+//! not. Were it only slow, the cost is a second copy of its pieces from
+//! us; waiting costs the whole swarm.
+//!
 //! Invariants this module keeps while spreading:
 //! - `firm[p]` / `soft[p]` count the connected peers holding a firm / soft
 //!   reveal of `p` (revealed, not yet announced back).
@@ -87,7 +95,7 @@ impl Swarm {
         let spreading = self.spread.is_some();
         self.peers
             .get(&peer)
-            .is_some_and(|p| p.wants_upload(spreading))
+            .is_some_and(|p| p.wants_upload(spreading) && !p.slot_stalled)
     }
 
     /// Takes back the unrequested reveals of unchoked peers that have asked

@@ -38,6 +38,7 @@ impl Swarm {
         let p = self.peer_mut(peer)?;
         p.last_asked = Some(now);
         p.inert = false;
+        p.slot_stalled = false;
         if p.am_choking || !have || p.serving_bytes + len > max {
             self.send(peer, Message::Reject(block));
             return Ok(());
@@ -73,6 +74,7 @@ impl Swarm {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.up.add(now, bytes, tau);
             p.serving_bytes = p.serving_bytes.saturating_sub(bytes);
+            p.served_at = Some(now);
         }
         self.stats.uploaded += bytes;
     }

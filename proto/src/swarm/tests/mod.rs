@@ -2,6 +2,7 @@
 //! whole swarms over the deterministic network of `harness` in `sim`.
 
 mod harness;
+mod liveness;
 mod scenarios;
 mod sim;
 mod unit;

@@ -258,6 +258,18 @@ fn a_seed_unchokes_the_peers_furthest_behind() {
     let mut now = 0;
     while now < 10_250 {
         now += 250;
+        // The unchoked fetch (a seed takes back an unused slot).
+        for &k in &peers {
+            if s.is_unchoked(k) {
+                let b = BlockRef {
+                    piece: 15,
+                    offset: 0,
+                    len: KB16,
+                };
+                s.handle_request(t(now), k, b).unwrap();
+                s.handle_bytes_sent(t(now), k, u64::from(KB16));
+            }
+        }
         s.handle_timeout(t(now));
     }
     let unchoked: Vec<PeerKey> = peers

@@ -1,0 +1,249 @@
+//! Peers that go silent (crashed, or their path died) before the
+//! transport notices: a spreading seed must not keep their firm claims,
+//! a seed must not keep them in its slots, and an endgame must not wait
+//! for their requests until the stall timeout.
+
+use crate::swarm::{Action, BlockRef, Message, PeerKey, Swarm, SwarmConfig, Time};
+
+const KB16: u32 = 16 * 1024;
+const A: PeerKey = PeerKey(1);
+const B: PeerKey = PeerKey(2);
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn drain(s: &mut Swarm) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn msgs_to(actions: &[Action], to: PeerKey) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { peer, message } if *peer == to => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn haves(actions: &[Action], to: PeerKey) -> Vec<u32> {
+    msgs_to(actions, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Have(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn requests(actions: &[Action], to: PeerKey) -> Vec<BlockRef> {
+    msgs_to(actions, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Request(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn block(piece: u32, index: u32) -> BlockRef {
+    BlockRef {
+        piece,
+        offset: index * KB16,
+        len: KB16,
+    }
+}
+
+/// An initial seed of four pieces of `blocks` 16 KiB blocks, spreading
+/// one piece ahead to peers A and B; returns it with the piece each was
+/// told first.
+fn spreading_seed(blocks: u32) -> (Swarm, u32, u32) {
+    let c = SwarmConfig {
+        block_size: KB16,
+        spread_ahead_bytes: u64::from(blocks * KB16),
+        ..SwarmConfig::default()
+    };
+    let geo = crate::swarm::Geometry::new(u64::from(4 * blocks * KB16), u64::from(blocks * KB16))
+        .unwrap();
+    let mut s = Swarm::new(geo, &[0xf0], c, 9).unwrap();
+    let mut first = Vec::new();
+    for k in [A, B] {
+        s.handle_peer_connected(t(0), k, false).unwrap();
+        s.handle_have_none(t(0), k).unwrap();
+        let told = haves(&drain(&mut s), k);
+        assert_eq!(told.len(), 1, "{told:?}");
+        first.push(told[0]);
+    }
+    (s, first[0], first[1])
+}
+
+/// B fetches (two blocks a piece) and announces every piece it is told,
+/// at once, until it is told nothing more; returns the pieces it got and
+/// the time reached.
+fn b_fetches_what_it_is_told(s: &mut Swarm, mut now: u64, first: u32) -> (Vec<u32>, u64) {
+    let mut todo = vec![first];
+    let mut got = Vec::new();
+    while let Some(p) = todo.pop() {
+        now += 1;
+        for b in 0..2 {
+            s.handle_request(t(now), B, block(p, b)).unwrap();
+            s.handle_bytes_sent(t(now), B, u64::from(KB16));
+        }
+        s.handle_have(t(now), B, p).unwrap();
+        got.push(p);
+        todo.extend(haves(&drain(s), B));
+    }
+    (got, now)
+}
+
+#[test]
+fn a_spreading_seed_takes_back_the_firm_claim_of_a_silent_peer() {
+    let (mut s, pa, pb) = spreading_seed(2);
+    // A asks for its piece (its claims are firm now: this one and the
+    // next, revealed as it asked), takes one block, then goes silent: the
+    // other block never leaves (the connection is dead) and nothing comes
+    // back.
+    s.handle_request(t(1), A, block(pa, 0)).unwrap();
+    s.handle_request(t(1), A, block(pa, 1)).unwrap();
+    s.handle_bytes_sent(t(5), A, u64::from(KB16));
+    let mut held = vec![pa];
+    held.extend(haves(&drain(&mut s), A));
+    assert_eq!(held.len(), 2);
+    let (got, mut now) = b_fetches_what_it_is_told(&mut s, 5, pb);
+    assert_eq!(got.len(), 2, "B got every piece but A's: {got:?}");
+    assert!(got.iter().all(|p| !held.contains(p)));
+    // Within the slot stall timeout (1 s) A keeps its claim ...
+    let mut told_b_at = None;
+    let mut choked_a_at = None;
+    while now < 10_000 && told_b_at.is_none() {
+        now += 250;
+        s.handle_timeout(t(now));
+        let acts = drain(&mut s);
+        if haves(&acts, B).iter().any(|p| held.contains(p)) {
+            told_b_at = Some(now);
+        }
+        if msgs_to(&acts, A).contains(&Message::Choke) {
+            choked_a_at = Some(now);
+        }
+    }
+    // ... and then loses them, with its slot, long before a transport
+    // would notice the crash.
+    let at = told_b_at.expect("A's pieces were never revealed to B");
+    assert!((1_005..=1_500).contains(&at), "revealed at {at} ms");
+    assert_eq!(choked_a_at, Some(at));
+    assert!(!s.is_unchoked(A));
+    // It gets no slot back while it stays silent.
+    for _ in 0..8 {
+        now += 250;
+        s.handle_timeout(t(now));
+    }
+    assert!(!s.is_unchoked(A));
+    // A sign of life (a Have) makes it a candidate again.
+    s.handle_have(t(now), A, pb).unwrap();
+    s.handle_interested(t(now), A, true).unwrap();
+    assert!(s.is_unchoked(A));
+}
+
+#[test]
+fn a_slow_peer_that_keeps_taking_bytes_keeps_its_claim() {
+    let (mut s, pa, pb) = spreading_seed(4);
+    for b in 0..4 {
+        s.handle_request(t(1), A, block(pa, b)).unwrap();
+    }
+    let mut held = vec![pa];
+    held.extend(haves(&drain(&mut s), A));
+    // B takes the other pieces; the blocks of A's piece leave slowly.
+    let mut now = 2;
+    let mut todo = vec![pb];
+    while let Some(p) = todo.pop() {
+        now += 1;
+        for b in 0..4 {
+            s.handle_request(t(now), B, block(p, b)).unwrap();
+            s.handle_bytes_sent(t(now), B, u64::from(KB16));
+        }
+        s.handle_have(t(now), B, p).unwrap();
+        todo.extend(haves(&drain(&mut s), B));
+    }
+    let mut sent = 0;
+    for ms in (250..=3_000).step_by(250) {
+        if ms % 750 == 0 && sent < 4 {
+            s.handle_bytes_sent(t(ms), A, u64::from(KB16));
+            sent += 1;
+        }
+        s.handle_timeout(t(ms));
+        let acts = drain(&mut s);
+        let twice: Vec<u32> = haves(&acts, B)
+            .into_iter()
+            .filter(|p| held.contains(p))
+            .collect();
+        assert!(twice.is_empty(), "{twice:?} revealed twice at {ms} ms");
+        assert!(!msgs_to(&acts, A).contains(&Message::Choke), "at {ms} ms");
+    }
+    assert_eq!(sent, 4);
+    assert!(s.is_unchoked(A));
+}
+
+#[test]
+fn an_endgame_does_not_wait_for_a_silent_peer_until_its_stall_timeout() {
+    // One piece of four blocks, two requests per peer, one requester per
+    // block even in endgame.
+    let c = SwarmConfig {
+        block_size: KB16,
+        min_queue_blocks: 2,
+        max_queue_blocks: 2,
+        random_first_pieces: 0,
+        endgame_max_requesters: 1,
+        ..SwarmConfig::default()
+    };
+    let geo = crate::swarm::Geometry::new(u64::from(4 * KB16), u64::from(4 * KB16)).unwrap();
+    let mut s = Swarm::new(geo, &[0], c.clone(), 4).unwrap();
+    for k in [A, B] {
+        s.handle_peer_connected(t(0), k, true).unwrap();
+        s.handle_have_all(t(0), k).unwrap();
+    }
+    s.handle_choked(t(0), A, false).unwrap();
+    let ra = requests(&drain(&mut s), A);
+    assert_eq!(ra, vec![block(0, 0), block(0, 1)]);
+    // A delivers one block (so it has a rate), takes block 2, and dies.
+    s.handle_bytes_received(t(10), A, u64::from(KB16));
+    s.handle_block(t(10), A, ra[0]).unwrap();
+    assert_eq!(requests(&drain(&mut s), A), vec![block(0, 2)]);
+    s.handle_choked(t(20), B, false).unwrap();
+    let rb = requests(&drain(&mut s), B);
+    assert_eq!(rb, vec![block(0, 3)]);
+    assert!(s.stats().endgame);
+    s.handle_bytes_received(t(30), B, u64::from(KB16));
+    s.handle_block(t(30), B, rb[0]).unwrap();
+    assert!(
+        requests(&drain(&mut s), B).is_empty(),
+        "blocks 1 and 2 are at their cap"
+    );
+    // B gets A's blocks well before the stall timeout would free them.
+    let mut now = 30;
+    let mut taken = Vec::new();
+    while now < 10_000 && taken.is_empty() {
+        now = (now / 250 + 1) * 250;
+        s.handle_timeout(t(now));
+        let acts = drain(&mut s);
+        assert!(!msgs_to(&acts, A).contains(&Message::Cancel(block(0, 1))));
+        taken = requests(&acts, B);
+    }
+    assert!(
+        now < c.min_stall_timeout.as_millis() as u64 / 2,
+        "at {now} ms"
+    );
+    assert_eq!(taken, vec![block(0, 1), block(0, 2)]);
+    // Whoever answers first wins; the other request is cancelled.
+    for b in &taken {
+        s.handle_bytes_received(t(now + 1), B, u64::from(KB16));
+        s.handle_block(t(now + 1), B, *b).unwrap();
+    }
+    let acts = drain(&mut s);
+    assert!(acts.contains(&Action::VerifyPiece { piece: 0 }));
+    let cancels: Vec<Message> = msgs_to(&acts, A);
+    assert_eq!(
+        cancels,
+        vec![Message::Cancel(block(0, 1)), Message::Cancel(block(0, 2))]
+    );
+}
