@@ -66,7 +66,7 @@ impl Swarm {
         let seed = self.have.is_full();
         let tau = self.cfg.rate_window;
         let mut c: Vec<(f64, u64, PeerKey)> = Vec::new();
-        for (&k, p) in &self.peers {
+        for (&k, p) in self.peers.iter() {
             if only_choked && !p.am_choking {
                 continue;
             }

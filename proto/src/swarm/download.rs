@@ -110,7 +110,7 @@ impl Swarm {
     fn cancel_others(&mut self, from: PeerKey, piece: u32, block: u32) {
         let r = self.block_ref(piece, block);
         let mut cancelled = Vec::new();
-        for (k, p) in &mut self.peers {
+        for (k, p) in self.peers.iter_mut() {
             if *k != from && p.take_request(piece, block, u64::from(r.len)).is_some() {
                 cancelled.push(*k);
             }

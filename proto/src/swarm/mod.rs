@@ -131,6 +131,7 @@ mod config;
 mod conn;
 mod download;
 mod peer;
+mod peermap;
 mod picker;
 mod ranking;
 mod rate;
@@ -151,7 +152,7 @@ pub use types::{
 
 use crate::rng::Rng;
 use bitset::Bitset;
-use peer::Peer;
+use peermap::PeerMap;
 use ranking::Ranking;
 use spread::Spread;
 
@@ -220,7 +221,7 @@ pub struct Swarm {
     /// Pieces to re-fetch from a single peer.
     solo: Bitset,
     unrequested: u64,
-    peers: BTreeMap<PeerKey, Peer>,
+    peers: PeerMap,
     scores: BTreeMap<PeerKey, PeerScore>,
     actions: VecDeque<Action>,
     dirty: Vec<PeerKey>,
@@ -260,7 +261,7 @@ impl Swarm {
             verifying: BTreeMap::new(),
             solo: Bitset::new(n),
             unrequested: 0,
-            peers: BTreeMap::new(),
+            peers: PeerMap::default(),
             scores: BTreeMap::new(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
