@@ -203,38 +203,45 @@ struct Clocks {
 }
 
 /// The swarm state machine for one torrent. See the module comment.
+///
+/// `repr(C)` with the fields every input touches first: the simulator
+/// (and a busy daemon) feeds each input to a swarm whose memory is cold,
+/// so every distinct cache line of this struct an input reads is a miss.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct Swarm {
-    cfg: SwarmConfig,
+    clocks: Option<Clocks>,
+    actions: VecDeque<Action>,
+    peers: PeerMap,
     geo: Geometry,
-    rng: Rng,
     have: Bitset,
+    dirty: Vec<PeerKey>,
+    unrequested: u64,
+    stats: SwarmStats,
+    /// Connected peers counted as holding everything.
+    seeds: u32,
+    fill_all: bool,
+    unchoke_needed: bool,
+    rechoke_needed: bool,
+    /// Reveals were taken back: offer them to every courted peer.
+    reveal_all: bool,
+    completed: bool,
+    /// Boxed: only an initial seed has one, and a pointer keeps the hot
+    /// fields above within fewer cache lines.
+    spread: Option<Box<Spread>>,
     state: Vec<PieceState>,
     /// Connected non-seed peers that announced each piece.
     avail: Vec<u32>,
-    /// Connected peers counted as holding everything.
-    seeds: u32,
     ranking: Ranking,
     partials: Vec<Partial>,
     /// Pieces being hashed, with the distinct peers that supplied them.
     verifying: BTreeMap<u32, Vec<PeerKey>>,
     /// Pieces to re-fetch from a single peer.
     solo: Bitset,
-    unrequested: u64,
-    peers: PeerMap,
-    scores: BTreeMap<PeerKey, PeerScore>,
-    actions: VecDeque<Action>,
-    dirty: Vec<PeerKey>,
-    fill_all: bool,
-    unchoke_needed: bool,
-    rechoke_needed: bool,
-    /// Reveals were taken back: offer them to every courted peer.
-    reveal_all: bool,
     optimistic: Vec<PeerKey>,
-    spread: Option<Spread>,
-    clocks: Option<Clocks>,
-    stats: SwarmStats,
-    completed: bool,
+    scores: BTreeMap<PeerKey, PeerScore>,
+    rng: Rng,
+    cfg: SwarmConfig,
 }
 
 impl Swarm {
@@ -286,7 +293,7 @@ impl Swarm {
             }
         }
         if s.have.is_full() && s.cfg.spread_distinct {
-            s.spread = Some(Spread::new(n));
+            s.spread = Some(Box::new(Spread::new(n)));
         }
         s.stats.have_pieces = s.have.count();
         Ok(s)
