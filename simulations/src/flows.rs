@@ -26,6 +26,11 @@ const MSS: f64 = 1200.0;
 pub(crate) struct Flow {
     /// The sender's half.
     conn: u32,
+    /// Sender and receiver nodes, and the path's ceiling (copies of the
+    /// half's, so that resharing reads flows only, not connections).
+    from: u32,
+    to: u32,
+    cap: f64,
     block: BlockRef,
     corrupt: bool,
     /// Bytes of `block` still to send as of `last`.
@@ -68,6 +73,9 @@ impl Sim {
         }
         let f = Flow {
             conn: c,
+            from: node,
+            to: peer,
+            cap: self.conns[c as usize].cap,
             block,
             corrupt: self.nodes[node as usize].spec.corrupt,
             remaining: f64::from(block.len),
@@ -86,19 +94,20 @@ impl Sim {
         self.conns[c as usize].flow = Some(id);
         self.nodes[node as usize].out_flows.push(id);
         self.nodes[peer as usize].in_flows.push(id);
+        self.in_count[peer as usize].1 += 1;
         self.reshare(node, peer);
     }
 
     /// Frees flow `f` (its half's `flow` is already cleared) and reshares.
     pub(crate) fn end_flow(&mut self, f: u32) {
-        let c = {
+        let (i, j) = {
             let fl = &mut self.flows[f as usize];
             fl.live = false;
-            fl.conn
+            (fl.from, fl.to)
         };
-        let (i, j) = (self.conns[c as usize].node, self.conns[c as usize].peer);
         self.nodes[i as usize].out_flows.retain(|&x| x != f);
         self.nodes[j as usize].in_flows.retain(|&x| x != f);
+        self.in_count[j as usize].1 -= 1;
         self.free_flows.push(f);
         self.reshare(i, j);
     }
@@ -110,8 +119,7 @@ impl Sim {
         ups.clear();
         ups.push(i);
         for &f in &self.nodes[j as usize].in_flows {
-            let c = self.flows[f as usize].conn;
-            ups.push(self.conns[c as usize].node);
+            ups.push(self.flows[f as usize].from);
         }
         ups.sort_unstable();
         ups.dedup();
@@ -128,10 +136,10 @@ impl Sim {
         let mut caps = std::mem::take(&mut self.scratch_caps);
         caps.clear();
         for &f in &self.nodes[u as usize].out_flows {
-            let conn = &self.conns[self.flows[f as usize].conn as usize];
-            let to = &self.nodes[conn.peer as usize];
-            let share = to.spec.down / to.in_flows.len() as f64;
-            caps.push((share.min(conn.cap), f));
+            let fl = &self.flows[f as usize];
+            let (down, n) = self.in_count[fl.to as usize];
+            let share = down / f64::from(n);
+            caps.push((share.min(fl.cap), f));
         }
         caps.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut left = self.nodes[u as usize].spec.up;

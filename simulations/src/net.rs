@@ -106,22 +106,26 @@ pub(crate) enum Life {
     Crashed,
 }
 
+/// `repr(C)`, what every event reads first (life, timer, then the swarm
+/// whose hot fields lead its own layout): events land on random nodes, so
+/// each distinct cache line read here is a miss.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Node {
-    pub(crate) swarm: Swarm,
-    pub(crate) spec: crate::scenario::NodeSpec,
     pub(crate) life: Life,
+    pub(crate) timer: Option<u64>,
+    pub(crate) swarm: Swarm,
+    pub(crate) out_flows: Vec<u32>,
+    pub(crate) in_flows: Vec<u32>,
+    pub(crate) spec: crate::scenario::NodeSpec,
+    /// Pieces with an accepted block from a corrupt peer, not yet checked.
+    pub(crate) tainted: Vec<u32>,
     /// Every half this node ever owned (up or not).
     pub(crate) halves: Vec<u32>,
     pub(crate) live: u32,
-    pub(crate) out_flows: Vec<u32>,
-    pub(crate) in_flows: Vec<u32>,
-    pub(crate) timer: Option<u64>,
     pub(crate) completed_at: Option<u64>,
     pub(crate) left_at: Option<u64>,
     pub(crate) banned: Vec<u32>,
-    /// Pieces with an accepted block from a corrupt peer, not yet checked.
-    pub(crate) tainted: Vec<u32>,
     /// Pieces stored after a clean check.
     pub(crate) clean: u32,
     pub(crate) redial_pending: bool,
@@ -136,6 +140,10 @@ pub struct Sim {
     pub(crate) conns: Vec<Conn>,
     pub(crate) link_of: BTreeMap<(u32, u32), u32>,
     pub(crate) flows: Vec<crate::flows::Flow>,
+    /// Per node: download capacity and live flows into it (mirrors
+    /// `in_flows.len()`), packed so that water-filling a sender's uplink
+    /// does not read every receiver's `Node`.
+    pub(crate) in_count: Vec<(f64, u32)>,
     pub(crate) free_flows: Vec<u32>,
     latency_us: Vec<Vec<u64>>,
     pub(crate) rng: SplitMix,
@@ -214,6 +222,7 @@ impl Sim {
             conns: Vec::new(),
             link_of: BTreeMap::new(),
             flows: Vec::new(),
+            in_count: setup.nodes.iter().map(|s| (s.down, 0)).collect(),
             free_flows: Vec::new(),
             latency_us: setup.latency_us.clone(),
             rng: SplitMix::new(setup.seed ^ 0x6e65_7477_6f72_6b00),
