@@ -165,7 +165,8 @@ impl Sim {
         fl.version = fl.version.wrapping_add(1);
         if rate > 0.0 {
             let (version, at) = (fl.version, now + eta(fl.remaining, rate));
-            self.push(at, Ev::FlowDone { flow: f, version });
+            let from = fl.from;
+            self.push(at, Ev::FlowDone { flow: f, version, from });
         }
     }
 
@@ -190,6 +191,7 @@ impl Sim {
             at,
             Ev::BlockIn {
                 conn: c ^ 1,
+                to: self.conns[c as usize].peer,
                 block,
                 corrupt,
             },
@@ -202,7 +204,8 @@ impl Sim {
             fl.version = fl.version.wrapping_add(1);
             if fl.rate > 0.0 {
                 let (version, at) = (fl.version, self.now + eta(fl.remaining, fl.rate));
-                self.push(at, Ev::FlowDone { flow: f, version });
+                let from = fl.from;
+                self.push(at, Ev::FlowDone { flow: f, version, from });
             }
         } else {
             self.conns[c as usize].flow = None;

@@ -41,9 +41,11 @@ pub(crate) enum Ev {
     Connect {
         link: u32,
     },
-    /// `conn` is the receiver's half.
+    /// `conn` is the receiver's half, `to` its node (carried so that the
+    /// node's memory can be fetched alongside the connection's).
     Msg {
         conn: u32,
+        to: u32,
         msg: Message,
     },
     /// One `Have` to each receiver half in `conns`.
@@ -51,12 +53,16 @@ pub(crate) enum Ev {
         piece: u32,
         conns: Vec<u32>,
     },
+    /// `from` is the sending node.
     FlowDone {
         flow: u32,
         version: u32,
+        from: u32,
     },
+    /// `conn` is the receiver's half, `to` its node.
     BlockIn {
         conn: u32,
+        to: u32,
         block: BlockRef,
         corrupt: bool,
     },
@@ -403,11 +409,11 @@ impl Sim {
         let now = Time::from_micros(self.now);
         match ev {
             Ev::Connect { link } => self.connect(link),
-            Ev::Msg { conn, msg } => {
+            Ev::Msg { conn, to, msg } => {
+                self.warm(to);
                 if !self.conns[conn as usize].up {
                     return;
                 }
-                let to = self.conns[conn as usize].node;
                 let s = &mut self.nodes[to as usize].swarm;
                 let k = PeerKey(u64::from(conn));
                 // An error means the receiver refused the input (it dropped
@@ -428,6 +434,14 @@ impl Sim {
                 self.drain(to);
             }
             Ev::Haves { piece, conns } => {
+                // Fetch every receiver's connection, then every receiver's
+                // node, before handling any: independent loads overlap.
+                for &conn in &conns {
+                    std::hint::black_box(self.conns[conn as usize].up);
+                }
+                for &conn in &conns {
+                    self.warm(self.conns[conn as usize].node);
+                }
                 for conn in conns {
                     if !self.conns[conn as usize].up {
                         continue;
@@ -438,20 +452,26 @@ impl Sim {
                     self.drain(to);
                 }
             }
-            Ev::FlowDone { flow, version } => {
+            Ev::FlowDone {
+                flow,
+                version,
+                from,
+            } => {
+                self.warm(from);
                 if !self.flow_done(flow, version) {
                     self.stale += 1;
                 }
             }
             Ev::BlockIn {
                 conn,
+                to,
                 block,
                 corrupt,
             } => {
+                self.warm(to);
                 if !self.conns[conn as usize].up {
                     return;
                 }
-                let to = self.conns[conn as usize].node;
                 let n = &mut self.nodes[to as usize];
                 let k = PeerKey(u64::from(conn));
                 n.swarm.handle_bytes_received(now, k, u64::from(block.len));
@@ -562,10 +582,12 @@ impl Sim {
                         self.conns[c as usize].queue.clear();
                     }
                     let at = self.now + self.msg_delay(c);
+                    let to = self.conns[c as usize].peer;
                     self.push(
                         at,
                         Ev::Msg {
                             conn: c ^ 1,
+                            to,
                             msg: message,
                         },
                     );
@@ -609,6 +631,21 @@ impl Sim {
                 self.push(at.max(self.now), Ev::Timer { node: i, at });
             }
         }
+    }
+
+    /// Starts fetching the memory an input to node `i` reads first (the
+    /// node's header and its swarm's hot fields, through read-only calls)
+    /// without waiting for it, so that those cache misses overlap each
+    /// other and the connection's instead of following one another.
+    /// Reads only: it changes nothing.
+    fn warm(&self, i: u32) {
+        let n = &self.nodes[i as usize];
+        std::hint::black_box((
+            n.timer,
+            n.swarm.poll_timeout(),
+            n.swarm.is_complete(),
+            n.swarm.is_spreading(),
+        ));
     }
 
     /// Whether a message may leave on half `c`: it is up and the path is
