@@ -166,7 +166,14 @@ impl Sim {
         if rate > 0.0 {
             let (version, at) = (fl.version, now + eta(fl.remaining, rate));
             let from = fl.from;
-            self.push(at, Ev::FlowDone { flow: f, version, from });
+            self.push(
+                at,
+                Ev::FlowDone {
+                    flow: f,
+                    version,
+                    from,
+                },
+            );
         }
     }
 
@@ -205,7 +212,14 @@ impl Sim {
             if fl.rate > 0.0 {
                 let (version, at) = (fl.version, self.now + eta(fl.remaining, fl.rate));
                 let from = fl.from;
-                self.push(at, Ev::FlowDone { flow: f, version, from });
+                self.push(
+                    at,
+                    Ev::FlowDone {
+                        flow: f,
+                        version,
+                        from,
+                    },
+                );
             }
         } else {
             self.conns[c as usize].flow = None;

@@ -174,14 +174,19 @@ mod tests {
         let mut x = 7u64;
         for step in 0..2000u64 {
             // A small key space, so inserts, replaces and removes all hit.
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let key = PeerKey((x >> 33) % 97 * if step % 3 == 0 { 1 << 40 } else { 1 });
-            if (x >> 20) % 3 == 0 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = PeerKey((x >> 33) % 97 * if step.is_multiple_of(3) { 1 << 40 } else { 1 });
+            if (x >> 20).is_multiple_of(3) {
                 assert_eq!(m.remove(&key).is_some(), model.remove(&key).is_some());
             } else {
                 let mut p = Peer::new(8, Time::ZERO, false);
                 p.stalls = step as u32;
-                assert_eq!(m.insert(key, p).is_some(), model.insert(key, step).is_some());
+                assert_eq!(
+                    m.insert(key, p).is_some(),
+                    model.insert(key, step).is_some()
+                );
             }
             assert_eq!(m.len(), model.len());
             assert_eq!(m.is_empty(), model.is_empty());
