@@ -165,13 +165,14 @@ impl Sim {
         fl.version = fl.version.wrapping_add(1);
         if rate > 0.0 {
             let (version, at) = (fl.version, now + eta(fl.remaining, rate));
-            let from = fl.from;
+            let (from, conn) = (fl.from, fl.conn);
             self.push(
                 at,
                 Ev::FlowDone {
                     flow: f,
                     version,
                     from,
+                    conn,
                 },
             );
         }
@@ -211,13 +212,14 @@ impl Sim {
             fl.version = fl.version.wrapping_add(1);
             if fl.rate > 0.0 {
                 let (version, at) = (fl.version, self.now + eta(fl.remaining, fl.rate));
-                let from = fl.from;
+                let (from, conn) = (fl.from, fl.conn);
                 self.push(
                     at,
                     Ev::FlowDone {
                         flow: f,
                         version,
                         from,
+                        conn,
                     },
                 );
             }

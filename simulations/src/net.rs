@@ -53,11 +53,12 @@ pub(crate) enum Ev {
         piece: u32,
         conns: Vec<u32>,
     },
-    /// `from` is the sending node.
+    /// `from` is the sending node, `conn` its half.
     FlowDone {
         flow: u32,
         version: u32,
         from: u32,
+        conn: u32,
     },
     /// `conn` is the receiver's half, `to` its node.
     BlockIn {
@@ -456,8 +457,10 @@ impl Sim {
                 flow,
                 version,
                 from,
+                conn,
             } => {
                 self.warm(from);
+                std::hint::black_box(self.conns[conn as usize].lat);
                 if !self.flow_done(flow, version) {
                     self.stale += 1;
                 }
