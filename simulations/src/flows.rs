@@ -11,6 +11,10 @@
 //! Invariants:
 //! - A live flow is in its sender's `out_flows`, its receiver's `in_flows`
 //!   and its half's `flow`, and nowhere else; a freed flow in none.
+//! - `Sim::in_count[j].1 == nodes[j].in_flows.len()`: water-filling reads
+//!   the packed count (and the flow's own copy of its ends and ceiling)
+//!   instead of the receiver's `Node` and the connection, which at
+//!   thousands of nodes are cache misses.
 //! - `remaining` is exact as of `last`; the pending completion event for
 //!   a flow carries its current `version`, every other one is stale.
 
