@@ -242,6 +242,8 @@ fn a_seed_unchokes_the_peers_furthest_behind() {
     let n = 16;
     let c = SwarmConfig {
         spread_distinct: false,
+        // Fewer slots than peers, so the ranking decides.
+        unchoke_slots: 4,
         ..cfg()
     };
     let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
