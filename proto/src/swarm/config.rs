@@ -36,8 +36,8 @@ pub struct SwarmConfig {
     /// had filled its slots without at the start got little but the
     /// seed's share until the first choke round, 10 s later. In the
     /// benchmark's swarm (1 seed + 8 nodes, 100 Mbit/s both ways) that
-    /// left one or two nodes 0.7-2.7 s behind the rest in 4 of the 10
-    /// runs looked at (none in 3 runs with six); in
+    /// left the last node 0.5-2.5 s behind the median in 6 of 18 runs
+    /// (none in the 6 runs since with six); in
     /// the simulator the same swarm went from 1.47-1.84x the fluid bound
     /// to 1.03x, 16 and 32 such nodes from 1.23-1.30x to 1.15-1.25x, and
     /// two-regions from 3.99x to 3.62x, for about 1% more on the
