@@ -26,8 +26,10 @@
 //!   the paused flag comes with [`Command::Save`], so both survive a
 //!   restart.
 
-/// Where a torrent is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a torrent is in its life. Serialised in lowercase (`"seeding"`),
+/// as the node's API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Its metadata is being fetched (a magnet link).
     Resolving,

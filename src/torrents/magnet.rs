@@ -22,7 +22,7 @@ use shoal_proto::magnet::Magnet;
 use shoal_proto::InfoHash;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::view::{State, TorrentDetail, TorrentView};
+use super::view::{TorrentDetail, TorrentView};
 use super::{lock, now_ms, Inner, Torrents, TorrentsError};
 
 /// Longest a magnet's metadata is looked for.
@@ -49,7 +49,7 @@ impl Resolving {
             pieces: 0,
             have: 0,
             have_bytes: 0,
-            state: State::from(self.life.phase()),
+            state: self.life.phase(),
             complete: false,
             download_rate: 0,
             upload_rate: 0,

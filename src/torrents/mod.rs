@@ -201,7 +201,7 @@ impl Entry {
     fn view(&self, ih: InfoHash, live: Option<&crate::swarm::TorrentStatus>) -> TorrentView {
         let info = &self.meta.info;
         let have = live.map_or(self.life.have(), |s| s.have);
-        let state = State::from(self.life.phase());
+        let state = self.life.phase();
         TorrentView {
             infohash: ih.to_hex(),
             name: info.name.clone(),

@@ -8,43 +8,10 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use shoal_proto::lifecycle::Phase;
 
-/// Where a torrent is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Added by magnet link; its metadata is being fetched from peers.
-    Resolving,
-    /// Being started (storage, and for data already on disk, its import).
-    Starting,
-    /// Fetching pieces.
-    Downloading,
-    /// Every piece is stored; the whole content is being re-checked.
-    Verifying,
-    /// Complete (and verified when `verify_on_complete` is on); serving.
-    Seeding,
-    /// Stopped by the operator; nothing is sent or fetched.
-    Paused,
-    /// Could not start, or its content failed the re-check.
-    Failed,
-}
-
-impl From<Phase> for State {
-    fn from(p: Phase) -> State {
-        match p {
-            Phase::Resolving => State::Resolving,
-            Phase::Starting => State::Starting,
-            Phase::Downloading => State::Downloading,
-            Phase::Verifying => State::Verifying,
-            Phase::Seeding => State::Seeding,
-            Phase::Paused => State::Paused,
-            Phase::Failed => State::Failed,
-            // Only seen while its record is being deleted: stopped.
-            Phase::Removed => State::Paused,
-        }
-    }
-}
+/// Where a torrent is in its life: proto's lifecycle phase, reported as
+/// is (`"removed"` is only seen while its record is being deleted).
+pub use shoal_proto::lifecycle::Phase as State;
 
 /// One torrent in a listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

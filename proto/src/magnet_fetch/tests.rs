@@ -1,26 +1,11 @@
 //! Unit tests of the metadata fetch: peers driven by hand, no sockets.
 
 use super::*;
-use crate::metainfo::{FileEntry, Info};
 use crate::wire::{metadata_response, Message};
 
 /// A real info dictionary spanning three metadata pieces.
 fn info_bytes() -> Vec<u8> {
-    let pieces = 700;
-    Info {
-        name: "image.raw".into(),
-        piece_length: 256 * 1024,
-        pieces: (0..pieces).map(|i| [i as u8; 20]).collect(),
-        blake3: Some((0..pieces).map(|i| [i as u8 ^ 0x5a; 32]).collect()),
-        private: false,
-        multi_file: false,
-        files: vec![FileEntry {
-            path: Vec::new(),
-            length: pieces as u64 * 256 * 1024 - 7,
-            offset: 0,
-        }],
-    }
-    .to_bytes()
+    crate::wire::metadata::sample_info_bytes(700)
 }
 
 fn addr(n: u8) -> SocketAddr {

@@ -222,28 +222,30 @@ impl MetadataAssembler {
     }
 }
 
+/// A real single-file info dictionary of `pieces` 256 KiB pieces, for
+/// tests here and of the metadata fetch (700 pieces span three metadata
+/// pieces, the last short).
+#[cfg(test)]
+pub(crate) fn sample_info_bytes(pieces: usize) -> Vec<u8> {
+    let info = Info {
+        name: "image.raw".into(),
+        piece_length: 256 * 1024,
+        pieces: (0..pieces).map(|i| [i as u8; 20]).collect(),
+        blake3: Some((0..pieces).map(|i| [i as u8 ^ 0x5a; 32]).collect()),
+        private: false,
+        multi_file: false,
+        files: vec![crate::metainfo::FileEntry {
+            path: Vec::new(),
+            length: pieces as u64 * 256 * 1024 - 7,
+            offset: 0,
+        }],
+    };
+    info.to_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metainfo::FileEntry;
-
-    /// A real info dictionary big enough to span several metadata pieces.
-    fn info_bytes(pieces: usize) -> Vec<u8> {
-        let info = Info {
-            name: "image.raw".into(),
-            piece_length: 256 * 1024,
-            pieces: (0..pieces).map(|i| [i as u8; 20]).collect(),
-            blake3: Some((0..pieces).map(|i| [i as u8 ^ 0x5a; 32]).collect()),
-            private: false,
-            multi_file: false,
-            files: vec![FileEntry {
-                path: Vec::new(),
-                length: pieces as u64 * 256 * 1024 - 7,
-                offset: 0,
-            }],
-        };
-        info.to_bytes()
-    }
 
     fn feed(
         asm: &mut MetadataAssembler,
@@ -267,7 +269,7 @@ mod tests {
 
     #[test]
     fn reassembles_the_right_info_in_any_order() {
-        let bytes = info_bytes(700); // ~36 KiB: three pieces, short last
+        let bytes = sample_info_bytes(700); // ~36 KiB: three pieces, short last
         let n = metadata_piece_count(bytes.len() as u32);
         assert_eq!(n, 3);
         let hash = InfoHash::of_info_bytes(&bytes);
@@ -290,7 +292,7 @@ mod tests {
 
     #[test]
     fn refuses_a_tampered_info_and_starts_over() {
-        let bytes = info_bytes(700);
+        let bytes = sample_info_bytes(700);
         let hash = InfoHash::of_info_bytes(&bytes);
         let mut tampered = bytes.clone();
         // Inside the piece hashes: still valid bencode, different SHA-1.

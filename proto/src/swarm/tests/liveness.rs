@@ -3,49 +3,9 @@
 //! a seed must not keep them in its slots, and an endgame must not wait
 //! for their requests until the stall timeout.
 
-use crate::swarm::{Action, BlockRef, Message, PeerKey, Swarm, SwarmConfig, Time};
+use crate::swarm::{Action, BlockRef, Message, Swarm, SwarmConfig};
 
-const KB16: u32 = 16 * 1024;
-const A: PeerKey = PeerKey(1);
-const B: PeerKey = PeerKey(2);
-
-fn t(ms: u64) -> Time {
-    Time::from_millis(ms)
-}
-
-fn drain(s: &mut Swarm) -> Vec<Action> {
-    std::iter::from_fn(|| s.poll_action()).collect()
-}
-
-fn msgs_to(actions: &[Action], to: PeerKey) -> Vec<Message> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { peer, message } if *peer == to => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn haves(actions: &[Action], to: PeerKey) -> Vec<u32> {
-    msgs_to(actions, to)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Have(p) => Some(p),
-            _ => None,
-        })
-        .collect()
-}
-
-fn requests(actions: &[Action], to: PeerKey) -> Vec<BlockRef> {
-    msgs_to(actions, to)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Request(b) => Some(b),
-            _ => None,
-        })
-        .collect()
-}
+use super::util::{drain, haves, msgs_to, requests, t, A, B, KB16};
 
 fn block(piece: u32, index: u32) -> BlockRef {
     BlockRef {

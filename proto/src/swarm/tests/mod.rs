@@ -6,3 +6,4 @@ mod liveness;
 mod scenarios;
 mod sim;
 mod unit;
+mod util;

@@ -3,66 +3,13 @@
 use std::time::Duration;
 
 use crate::swarm::{
-    Action, BlockOutcome, BlockRef, DisconnectReason, Geometry, Message, PeerKey, Swarm,
-    SwarmConfig, SwarmError, Time, Violation,
+    Action, BlockOutcome, BlockRef, DisconnectReason, Message, PeerKey, Swarm, SwarmConfig,
+    SwarmError, Time, Violation,
 };
 
-const KB16: u32 = 16 * 1024;
+use super::util::{bits, cfg, drain, geo, msgs_to, requests, t, A, B, KB16};
 
-fn geo(pieces: u32, piece_len: u32) -> Geometry {
-    Geometry::new(
-        u64::from(pieces) * u64::from(piece_len),
-        u64::from(piece_len),
-    )
-    .unwrap()
-}
-
-fn cfg() -> SwarmConfig {
-    SwarmConfig {
-        block_size: KB16,
-        ..SwarmConfig::default()
-    }
-}
-
-fn bits(n: u32, set: impl IntoIterator<Item = u32>) -> Vec<u8> {
-    let mut v = vec![0u8; (n as usize).div_ceil(8)];
-    for i in set {
-        v[i as usize / 8] |= 0x80 >> (i % 8);
-    }
-    v
-}
-
-fn drain(s: &mut Swarm) -> Vec<Action> {
-    std::iter::from_fn(|| s.poll_action()).collect()
-}
-
-fn msgs_to(actions: &[Action], to: PeerKey) -> Vec<Message> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { peer, message } if *peer == to => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn requests(actions: &[Action], to: PeerKey) -> Vec<BlockRef> {
-    msgs_to(actions, to)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Request(b) => Some(b),
-            _ => None,
-        })
-        .collect()
-}
-
-const A: PeerKey = PeerKey(1);
-const B: PeerKey = PeerKey(2);
 const C: PeerKey = PeerKey(3);
-
-fn t(ms: u64) -> Time {
-    Time::from_millis(ms)
-}
 
 /// Completes `piece` (one block of 16 KiB) as if `from` sent it.
 fn deliver_piece(s: &mut Swarm, now: Time, from: PeerKey, piece: u32) {
