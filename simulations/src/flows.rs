@@ -166,9 +166,16 @@ impl Sim {
         fl.remaining = (fl.remaining - fl.rate * elapsed).max(0.0);
         fl.last = now;
         fl.rate = rate;
+        self.reschedule(f);
+    }
+
+    /// Invalidates flow `f`'s pending completion event and, if it moves at
+    /// all, schedules the one its remaining bytes and rate now give.
+    fn reschedule(&mut self, f: u32) {
+        let fl = &mut self.flows[f as usize];
         fl.version = fl.version.wrapping_add(1);
-        if rate > 0.0 {
-            let (version, at) = (fl.version, now + eta(fl.remaining, rate));
+        if fl.rate > 0.0 {
+            let (version, at) = (fl.version, self.now + eta(fl.remaining, fl.rate));
             let (from, conn) = (fl.from, fl.conn);
             self.push(
                 at,
@@ -213,20 +220,7 @@ impl Sim {
             fl.block = b;
             fl.remaining = f64::from(b.len);
             fl.last = self.now;
-            fl.version = fl.version.wrapping_add(1);
-            if fl.rate > 0.0 {
-                let (version, at) = (fl.version, self.now + eta(fl.remaining, fl.rate));
-                let (from, conn) = (fl.from, fl.conn);
-                self.push(
-                    at,
-                    Ev::FlowDone {
-                        flow: f,
-                        version,
-                        from,
-                        conn,
-                    },
-                );
-            }
+            self.reschedule(f);
         } else {
             self.conns[c as usize].flow = None;
             self.end_flow(f);
