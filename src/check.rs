@@ -5,7 +5,9 @@
 //! and sorts the pieces into good, bad and missing. [`check`] covers the
 //! whole torrent (`shoal verify`); [`check_pieces`] only the pieces it is
 //! given (a seed importing what storage does not have yet), and can be
-//! stopped and watched piece by piece.
+//! stopped and watched piece by piece. [`recheck_content`] is the
+//! completion re-check `shoal fetch` and the node's torrent manager both
+//! run before they call a download complete.
 //!
 //! Invariants: every piece is read once, by one thread, with positioned
 //! reads; results come back in the order asked for, whatever order the
@@ -154,6 +156,20 @@ fn check_one(
         }
     };
     Ok((state, size))
+}
+
+/// The whole content of `info` under `dir`, checked on every core off the
+/// async runtime: the re-check of a finished download. An error names
+/// what stopped the check (the task, or a disk error) in words.
+pub async fn recheck_content(info: Info, dir: std::path::PathBuf) -> Result<Report, String> {
+    let threads = crate::disk::default_threads();
+    tokio::task::spawn_blocking(move || {
+        let layout = Layout::in_dir(&info, &dir);
+        check(&info, &layout, threads, &AtomicU64::new(0))
+    })
+    .await
+    .map_err(|e| format!("re-check task failed: {e}"))?
+    .map_err(|e| format!("cannot re-check the content: {e}"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod create;
 pub mod disk;
 pub mod gossip;
+pub mod hook;
 pub mod http;
 pub mod identity;
 pub mod logging;

@@ -6,13 +6,11 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use shoal::disk::{default_threads, Layout};
 use shoal::swarm::{Role, TorrentHandle, TorrentStatus};
 
 use super::peer;
@@ -91,15 +89,8 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
             running.stop().await;
             anyhow::bail!("interrupted before the download completed");
         }
-        let check_info = info.clone();
-        let check_dir = target_dir.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            let layout = Layout::in_dir(&check_info, &check_dir);
-            shoal::check::check(&check_info, &layout, default_threads(), &AtomicU64::new(0))
-        })
-        .await
-        .context("verification task failed")?;
-        let intact = match report {
+        let intact = match shoal::check::recheck_content((*info).clone(), target_dir.clone()).await
+        {
             Ok(r) if r.is_complete() => true,
             Ok(r) => {
                 eprintln!(
@@ -113,7 +104,7 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
                 false
             }
             Err(e) => {
-                eprintln!("error: cannot verify {}: {e}", content.display());
+                eprintln!("error: {}: {e}", content.display());
                 false
             }
         };
@@ -122,25 +113,9 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
             println!("complete {}", content.display());
             let _ = std::io::stdout().flush();
             if let Some(cmd) = &a.on_complete {
-                let mut command = std::process::Command::new("sh");
-                command
-                    .arg("-c")
-                    .arg(cmd)
-                    .env("SHOAL_INFOHASH", ih.to_string())
-                    .env("SHOAL_PATH", &content);
-                let status = tokio::task::spawn_blocking(move || command.status())
-                    .await
-                    .context("--on-complete task failed")?;
-                match status {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => {
-                        eprintln!("error: --on-complete command exited with {s}");
-                        hook_ok = false;
-                    }
-                    Err(e) => {
-                        eprintln!("error: cannot run --on-complete command: {e}");
-                        hook_ok = false;
-                    }
+                if let Err(e) = shoal::hook::run(cmd, ih, &content).await {
+                    eprintln!("error: --on-complete command {e}");
+                    hook_ok = false;
                 }
             }
             if let Some(d) = a.seed_for {

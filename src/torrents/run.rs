@@ -12,7 +12,6 @@
 //!   order (downloading, verifying, seeding).
 //! - Tasks hold the manager weakly: dropping the manager ends them.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::view::{Counters, Limits, PeerView, TorrentDetail};
 use super::{lock, Entry, Inner};
 use crate::announce::{AnnounceConfig, AnnouncerHandle};
-use crate::check::{check, PieceState};
-use crate::disk::{default_threads, Layout};
+use crate::check::{recheck_content, PieceState};
 use crate::storage::TorrentSettings;
 use crate::swarm::{Mesh, Role, StartTorrent, TorrentHandle, TorrentStatus};
 
@@ -222,14 +220,9 @@ pub(crate) async fn recheck(inner: &Inner, ih: InfoHash, run: u64) -> Option<Eve
         .get(&ih)
         .map(|e| (e.meta.clone(), e.target_dir.clone()))?;
     tracing::info!(%ih, "download complete; re-checking the content");
-    let report = tokio::task::spawn_blocking(move || {
-        let layout = Layout::in_dir(&meta.info, &dir);
-        check(&meta.info, &layout, default_threads(), &AtomicU64::new(0))
-    })
-    .await;
-    let (why, bad) = match report {
-        Ok(Ok(r)) if r.is_complete() => return Some(Event::RecheckPassed { run }),
-        Ok(Ok(r)) => {
+    let (why, bad) = match recheck_content(meta.info.clone(), dir).await {
+        Ok(r) if r.is_complete() => return Some(Event::RecheckPassed { run }),
+        Ok(r) => {
             let mut bad = r.indices(PieceState::Bad);
             bad.extend(r.indices(PieceState::Missing));
             bad.sort_unstable();
@@ -238,8 +231,7 @@ pub(crate) async fn recheck(inner: &Inner, ih: InfoHash, run: u64) -> Option<Eve
                 bad,
             )
         }
-        Ok(Err(e)) => (format!("cannot re-check the content: {e}"), Vec::new()),
-        Err(e) => (format!("re-check task failed: {e}"), Vec::new()),
+        Err(why) => (why, Vec::new()),
     };
     tracing::error!(%ih, bad = bad.len(), "{why}");
     Some(Event::RecheckFailed { run, why, bad })
@@ -256,24 +248,10 @@ pub(crate) async fn completed(inner: &Inner, ih: InfoHash) {
     };
     tracing::info!(%ih, path = %content.display(), "torrent complete and verified");
     if let Some(cmd) = inner.cfg.on_complete.clone() {
-        run_hook(cmd, ih, content).await;
-    }
-}
-
-/// Runs the `on_complete` hook with `sh -c`, logging how it ended.
-async fn run_hook(cmd: String, ih: InfoHash, content: std::path::PathBuf) {
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(&cmd)
-        .env("SHOAL_INFOHASH", ih.to_hex())
-        .env("SHOAL_PATH", &content)
-        .stdin(std::process::Stdio::null());
-    match tokio::task::spawn_blocking(move || command.status()).await {
-        Ok(Ok(s)) if s.success() => tracing::info!(%ih, "on_complete hook done"),
-        Ok(Ok(s)) => tracing::warn!(%ih, status = %s, "on_complete hook failed"),
-        Ok(Err(e)) => tracing::warn!(%ih, error = %e, "cannot run the on_complete hook"),
-        Err(e) => tracing::warn!(%ih, error = %e, "on_complete hook task failed"),
+        match crate::hook::run(&cmd, ih, &content).await {
+            Ok(()) => tracing::info!(%ih, "on_complete hook done"),
+            Err(e) => tracing::warn!(%ih, "on_complete hook {e}"),
+        }
     }
 }
 
