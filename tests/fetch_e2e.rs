@@ -10,114 +10,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::node::{parse_scrape, scrape_query, NodeOpts, NodeProc};
+use common::proc::Proc;
 use common::{s, shoal, tempdir, write_data};
 
-/// A child process killed on drop, with its stdout lines on a channel.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Proc {
-        cmd.env("RUST_LOG", "warn,shoal=info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name: name.into(),
-            child,
-            lines,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (at most `within`) for a stdout line starting with `prefix`
-    /// and returns the rest of it.
-    fn line(&self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(rest) = l.strip_prefix(prefix) {
-                        return rest.trim().to_owned();
-                    }
-                }
-                Err(_) => panic!(
-                    "{} did not print {prefix:?} within {within:?}; log:\n{}",
-                    self.name,
-                    self.log_text()
-                ),
-            }
-        }
-    }
-
-    /// Waits (at most `within`) for the process to exit.
-    fn wait(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {within:?}; log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits (at most `within`) for the process to exit with success.
-    fn wait_ok(&mut self, within: Duration) {
-        let status = self.wait(within);
-        assert!(
-            status.success(),
-            "{} exited with {status}; log:\n{}",
-            self.name,
-            self.log_text()
-        );
-    }
-
-    /// Sends SIGTERM and waits (at most `within`) for a clean exit.
-    fn terminate_ok(&mut self, within: Duration) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.wait_ok(within);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Asserts that `p` ended with `status` successfully.
+fn assert_ok(p: &Proc, status: ExitStatus) {
+    assert!(
+        status.success(),
+        "{} exited with {status}\n{}",
+        p.name,
+        p.output()
+    );
 }
 
 /// A `shoal tracker` on 127.0.0.1.
@@ -189,7 +97,6 @@ fn seed_and_two_fetches_through_a_real_tracker() {
     let seed_addr = seed.line("listening on ", Duration::from_secs(30));
     assert!(seed_addr.starts_with("127.0.0.1:"), "{seed_addr}");
     assert_eq!(infohash.len(), 40, "{infohash}");
-    let mut seed = seed;
 
     let mut fetches = Vec::new();
     for i in 0..2 {
@@ -217,8 +124,8 @@ fn seed_and_two_fetches_through_a_real_tracker() {
     }
 
     let want = std::fs::read(&data).unwrap();
-    for (i, p) in fetches.iter_mut().enumerate() {
-        p.wait_ok(Duration::from_secs(120));
+    for (i, p) in fetches.iter().enumerate() {
+        assert_ok(p, p.wait_exit(Duration::from_secs(120)));
         let out = root.join(format!("out{i}")).join("image.bin");
         let got = std::fs::read(&out).unwrap();
         assert!(got == want, "fetch{i}: output differs from the source");
@@ -242,7 +149,7 @@ fn seed_and_two_fetches_through_a_real_tracker() {
         (1, 0),
         "after the fetches left"
     );
-    seed.terminate_ok(Duration::from_secs(20));
+    assert_ok(&seed, seed.terminate(Duration::from_secs(20)));
     assert_eq!(swarm_counts(&tracker, &ih), (0, 0), "after the seed left");
     drop(tracker);
 }
@@ -277,7 +184,7 @@ fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
         "info dictionary of {} bytes fits in fewer than three metadata pieces",
         meta.info_bytes.len()
     );
-    let mut seed = Proc::spawn(
+    let seed = Proc::spawn(
         "seed",
         one_shot("seed", &root.join("seed-data"))
             .arg(&data)
@@ -291,7 +198,7 @@ fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
         "magnet:?xt=urn:btih:{infohash}&dn=image.bin&tr={}",
         shoal_proto::magnet::percent_encode(&tracker.announce_url())
     );
-    let mut fetch = Proc::spawn(
+    let fetch = Proc::spawn(
         "fetch",
         one_shot("fetch", &root.join("fetch-data"))
             .arg(&magnet)
@@ -301,10 +208,10 @@ fn magnet_fetch_completes_through_a_tracker_and_a_seed() {
         &root.join("fetch.log"),
     );
     assert_eq!(fetch.line("infohash ", Duration::from_secs(90)), infohash);
-    fetch.wait_ok(Duration::from_secs(120));
+    assert_ok(&fetch, fetch.wait_exit(Duration::from_secs(120)));
     let got = std::fs::read(root.join("out").join("image.bin")).unwrap();
     assert!(got == std::fs::read(&data).unwrap(), "output differs");
-    seed.terminate_ok(Duration::from_secs(20));
+    assert_ok(&seed, seed.terminate(Duration::from_secs(20)));
 }
 
 /// A magnet link whose infohash no peer serves fails with a clear error
