@@ -20,6 +20,7 @@ pub mod plot;
 pub mod queue;
 pub mod replication;
 pub mod rng;
+pub mod run;
 pub mod scenario;
 pub mod setup;
 

@@ -6,10 +6,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use shoal_sim::net::run_scenario_with;
-use shoal_sim::replication;
+use shoal_sim::run::run_scenario_with;
 use shoal_sim::scenario::Scenario;
-use shoal_sim::setup::Setup;
 
 #[derive(Debug, Parser)]
 #[command(about = "Simulates shoal swarms over a discrete-event network")]
@@ -83,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         s.swarm.block_kib = Some(v);
     }
     s.check()?;
-    let (out, wall) = run_scenario_with(&s, progress)?;
+    let (out, wall, replication) = run_scenario_with(&s, progress)?;
     let f = out.file_bytes as f64;
     let staying = out.completions_us();
     let done = staying.iter().filter(|c| c.is_some()).count();
@@ -127,17 +125,7 @@ fn main() -> anyhow::Result<()> {
                 .map_or(String::new(), |t| format!(", seeds left at {:.3} s", t as f64 / 1e6))
         );
     }
-    if let Some(spec) = &s.tracker {
-        let setup = Setup::from_scenario(&s)?;
-        let regions: Vec<usize> = setup.nodes.iter().map(|n| n.region).collect();
-        let r = replication::run(
-            spec,
-            &out,
-            &regions,
-            &setup.latency_us,
-            &setup.plan.cuts,
-            s.seed,
-        );
+    if let Some(r) = replication {
         println!(
             "replication      {} replicas live, {} announces, {} messages ({} lost), converged {}",
             r.live,

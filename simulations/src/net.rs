@@ -766,21 +766,3 @@ impl Sim {
         }
     }
 }
-
-/// Builds and runs a scenario; returns the outcome and the wall time.
-pub fn run_scenario(
-    s: &crate::scenario::Scenario,
-) -> anyhow::Result<(Outcome, std::time::Duration)> {
-    run_scenario_with(s, false)
-}
-
-/// [`run_scenario`], optionally printing progress to stderr.
-pub fn run_scenario_with(
-    s: &crate::scenario::Scenario,
-    progress: bool,
-) -> anyhow::Result<(Outcome, std::time::Duration)> {
-    let setup = Setup::from_scenario(s)?;
-    let start = Instant::now();
-    let out = Sim::new(&setup).with_progress(progress).run();
-    Ok((out, start.elapsed()))
-}

@@ -109,6 +109,26 @@ struct Replica {
     alive: bool,
 }
 
+/// Runs scenario `s`'s tracker replicas, if it has a `[tracker]`
+/// section, for the lives in `out`, the run of `setup` (the setup it was
+/// made from, so the graph is not built twice).
+pub fn run_for(
+    s: &crate::scenario::Scenario,
+    setup: &crate::setup::Setup,
+    out: &Outcome,
+) -> Option<Replication> {
+    let spec = s.tracker.as_ref()?;
+    let regions: Vec<usize> = setup.nodes.iter().map(|n| n.region).collect();
+    Some(run(
+        spec,
+        out,
+        &regions,
+        &setup.latency_us,
+        &setup.plan.cuts,
+        s.seed,
+    ))
+}
+
 /// Runs the replicas for the lives in `out`.
 pub fn run(
     spec: &TrackerSpec,

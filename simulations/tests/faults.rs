@@ -5,9 +5,9 @@
 //! seed may leave once one copy exists, replicated tracker tables
 //! converge after a heal, and faulty runs are deterministic too.
 
-use shoal_sim::net::run_scenario;
 use shoal_sim::outcome::Outcome;
 use shoal_sim::replication;
+use shoal_sim::run::run_scenario;
 use shoal_sim::scenario::Scenario;
 use shoal_sim::setup::Setup;
 
@@ -123,16 +123,7 @@ fn a_partition_heals_and_the_tracker_replicas_converge() {
     let (s, out) = run(&text);
     assert!(out.all_completed(), "{:?}", out.completions_us());
     let setup = Setup::from_scenario(&s).unwrap();
-    let regions: Vec<usize> = setup.nodes.iter().map(|n| n.region).collect();
-    let spec = s.tracker.as_ref().unwrap();
-    let r = replication::run(
-        spec,
-        &out,
-        &regions,
-        &setup.latency_us,
-        &setup.plan.cuts,
-        s.seed,
-    );
+    let r = replication::run_for(&s, &setup, &out).unwrap();
     assert_eq!(r.live, 2);
     assert!(r.lost > 0, "the cut and the death lost nothing");
     assert!(r.announces >= 400, "{}", r.announces);
@@ -144,14 +135,7 @@ fn a_partition_heals_and_the_tracker_replicas_converge() {
         r.convergence_secs().unwrap()
     );
     // Same inputs, same replication.
-    let again = replication::run(
-        spec,
-        &out,
-        &regions,
-        &setup.latency_us,
-        &setup.plan.cuts,
-        s.seed,
-    );
+    let again = replication::run_for(&s, &setup, &out).unwrap();
     assert_eq!(r, again);
 }
 

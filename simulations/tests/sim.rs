@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use shoal_proto::swarm::{Geometry, PeerKey, Swarm, SwarmConfig, Time};
-use shoal_sim::net::run_scenario;
 use shoal_sim::outcome::Outcome;
+use shoal_sim::run::run_scenario;
 use shoal_sim::scenario::Scenario;
 
 /// 200 leechers at 1 Gbit/s up, 4 Gbit/s down, one 1 Gbit/s seed,

@@ -1,0 +1,41 @@
+//! Running a scenario end to end: its setup built once, the swarms run
+//! over it ([`crate::net::Sim`]), then its tracker replicas, if it has
+//! any, over the same setup ([`crate::replication`]).
+
+use std::time::Instant;
+
+use crate::net::Sim;
+use crate::outcome::Outcome;
+use crate::setup::Setup;
+
+/// Builds and runs a scenario; returns the outcome and the wall time.
+pub fn run_scenario(
+    s: &crate::scenario::Scenario,
+) -> anyhow::Result<(Outcome, std::time::Duration)> {
+    let setup = Setup::from_scenario(s)?;
+    Ok(run_setup(&setup, false))
+}
+
+/// Runs the swarms of `setup`; returns the outcome and the wall time.
+fn run_setup(setup: &Setup, progress: bool) -> (Outcome, std::time::Duration) {
+    let start = Instant::now();
+    let out = Sim::new(setup).with_progress(progress).run();
+    (out, start.elapsed())
+}
+
+/// [`run_scenario`], optionally printing progress to stderr, and then the
+/// scenario's tracker replicas (if any) over the same setup; the duration
+/// is the swarm run's.
+pub fn run_scenario_with(
+    s: &crate::scenario::Scenario,
+    progress: bool,
+) -> anyhow::Result<(
+    Outcome,
+    std::time::Duration,
+    Option<crate::replication::Replication>,
+)> {
+    let setup = Setup::from_scenario(s)?;
+    let (out, wall) = run_setup(&setup, progress);
+    let replication = crate::replication::run_for(s, &setup, &out);
+    Ok((out, wall, replication))
+}
