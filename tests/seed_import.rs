@@ -26,6 +26,29 @@ fn put(dir: &Path, content: &[u8]) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// Storage in `db` (stopped by the returned token) holding the torrent
+/// `meta` with its content in `target_dir`.
+async fn storage_with(
+    db: &Path,
+    meta: &shoal_proto::Metainfo,
+    target_dir: &Path,
+) -> (shoal::storage::StorageHandle, CancellationToken) {
+    let stop = CancellationToken::new();
+    let storage = Storage::spawn(db, StorageConfig::default(), stop.clone())
+        .await
+        .unwrap();
+    storage
+        .add_torrent(AddTorrent {
+            source: TorrentSource::Metainfo(meta.to_bytes()),
+            target_dir: target_dir.to_path_buf(),
+            paused: false,
+            settings: TorrentSettings::default(),
+        })
+        .await
+        .unwrap();
+    (storage, stop)
+}
+
 /// What must not change when data is imported rather than rewritten.
 #[derive(Debug, PartialEq, Eq)]
 struct FileState {
@@ -134,19 +157,7 @@ async fn marking_refuses_data_that_is_not_where_the_record_says() {
     let ih = meta.info_hash;
     let db = tmp.path().join("db");
 
-    let stop = CancellationToken::new();
-    let storage = Storage::spawn(&db, StorageConfig::default(), stop.clone())
-        .await
-        .unwrap();
-    storage
-        .add_torrent(AddTorrent {
-            source: TorrentSource::Metainfo(meta.to_bytes()),
-            target_dir: x.clone(),
-            paused: false,
-            settings: TorrentSettings::default(),
-        })
-        .await
-        .unwrap();
+    let (storage, stop) = storage_with(&db, &meta, &x).await;
 
     // Another directory than the record's.
     let y = put(&tmp.path().join("y"), &content);
@@ -222,23 +233,7 @@ async fn a_mark_and_a_write_of_one_piece_are_one_commit() {
     let x = put(&tmp.path().join("x"), &content);
     let meta = make_torrent(&x.join("image.bin"), Some(PIECE as u64), vec![]);
     let ih = meta.info_hash;
-    let stop = CancellationToken::new();
-    let storage = Storage::spawn(
-        tmp.path().join("db"),
-        StorageConfig::default(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    storage
-        .add_torrent(AddTorrent {
-            source: TorrentSource::Metainfo(meta.to_bytes()),
-            target_dir: x.clone(),
-            paused: false,
-            settings: TorrentSettings::default(),
-        })
-        .await
-        .unwrap();
+    let (storage, stop) = storage_with(&tmp.path().join("db"), &meta, &x).await;
     let piece = content[PIECE..2 * PIECE].to_vec();
     let (w, m) = tokio::join!(
         storage.write_piece(ih, 1, piece),
