@@ -16,7 +16,7 @@
 # hidden.
 #
 #   benches/distribution.sh [--nodes N] [--rate MBIT] [--tools "shoal aria2 transmission http"]
-#                           [--timeout-factor K] [SIZE_MIB...]
+#                           [--timeout-factor K] [--piece-size SIZE] [SIZE_MIB...]
 #   default: 8 nodes, 100 Mbit/s, sizes 64 and 1024 MiB, each tool given
 #   K=12 times T_min (plus a minute; http K+N) before it counts as failed.
 #   Quick run: benches/distribution.sh --nodes 4 16
@@ -33,7 +33,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 LAB="$repo/tests/netns/lab.sh"
 
-nodes=8 rate=100 tools="shoal aria2 transmission http" kfactor=12
+nodes=8 rate=100 tools="shoal aria2 transmission http" kfactor=12 piece=
 sizes=()
 while (($#)); do
   case $1 in
@@ -41,6 +41,7 @@ while (($#)); do
     --rate) rate=$2; shift 2 ;;
     --tools) tools=$2; shift 2 ;;
     --timeout-factor) kfactor=$2; shift 2 ;;
+    --piece-size) piece=$2; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) sizes+=("$1"); shift ;;
   esac
@@ -356,7 +357,7 @@ for size_mib in "${sizes[@]}"; do
   torrent="$work/image-$size_mib.torrent"
   mkdir -p "$srcdir"
   head -c "$size_bytes" /dev/urandom >"$src"
-  "$shoal" create "$src" -o "$torrent" -t "$announce" >/dev/null
+  "$shoal" create "$src" -o "$torrent" -t "$announce" ${piece:+--piece-size "$piece"} >/dev/null
   ih=$("$shoal" show --json "$torrent" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_hash"])')
   ih_pct=$(echo "$ih" | sed 's/../%&/g')
   # Equal links: T_min = max(F/u_seed, F/d, N F/(u_seed + N u)) = F/u.
