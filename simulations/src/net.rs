@@ -285,12 +285,7 @@ impl Sim {
     /// the time limit passes.
     pub fn run(mut self) -> Outcome {
         let start = Instant::now();
-        while let Some((at, ev)) = self.queue.pop() {
-            if at > self.limit_us {
-                break;
-            }
-            self.now = at;
-            self.events += 1;
+        while self.advance() {
             if self.progress && self.events.is_multiple_of(1 << 22) {
                 eprintln!(
                     "  {:.3} s simulated, {} waiting, {} events, {:.1} s wall",
@@ -300,12 +295,22 @@ impl Sim {
                     start.elapsed().as_secs_f64()
                 );
             }
-            self.step(ev);
-            if self.waiting == 0 {
-                break;
-            }
         }
         self.outcome()
+    }
+
+    /// Handles the next event; false once the run is over.
+    pub(crate) fn advance(&mut self) -> bool {
+        let Some((at, ev)) = self.queue.pop() else {
+            return false;
+        };
+        if at > self.limit_us {
+            return false;
+        }
+        self.now = at;
+        self.events += 1;
+        self.step(ev);
+        self.waiting != 0
     }
 
     fn outcome(self) -> Outcome {
