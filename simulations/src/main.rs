@@ -11,9 +11,9 @@ use shoal_sim::scenario::Scenario;
 
 /// mimalloc rather than glibc's malloc: at 5,000 nodes nearly every event
 /// lands on memory that is not in cache, and mimalloc's size-class pages
-/// keep a node's small allocations closer together. 5,000 nodes, 512 MiB
-/// flash crowd: 54.5 s of CPU with glibc, 45.2 s with mimalloc, the same
-/// output (`benches/RESULTS.md`).
+/// keep a node's small allocations closer together. 5,000 nodes, 256 MiB
+/// flash crowd, four interleaved pairs: 28.0-32.3 s of CPU with glibc,
+/// 22.7-25.4 s with mimalloc, the same output (`benches/RESULTS.md`).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
