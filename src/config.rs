@@ -63,6 +63,12 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Seconds a client may take to send a request before it is dropped.
     pub request_timeout_secs: u64,
+    /// A file holding the bearer token the REST API (`/api/...`) requires
+    /// (`Authorization: Bearer TOKEN`). Without one, anyone who can reach
+    /// `listen` can add and remove torrents; a tracker node must listen
+    /// where clients reach it, so it needs one. `/announce`, `/scrape`,
+    /// `/stats` and `/metrics` stay open.
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// The tracker role.
@@ -209,6 +215,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7880)),
             max_connections: 10_000,
             request_timeout_secs: 10,
+            api_token_file: None,
         }
     }
 }
@@ -342,6 +349,12 @@ listen = "127.0.0.1:7880"
 max_connections = 10000
 # Seconds a client may take to send its request before it is dropped.
 request_timeout_secs = 10
+# File holding the bearer token the REST API (/api/...) requires, sent as
+# `Authorization: Bearer TOKEN` (the client commands read SHOAL_API_TOKEN
+# or --api-token-file). Without it anyone who can reach `listen` can add
+# and remove torrents: set one whenever `listen` is not a loopback
+# address. /announce, /scrape, /stats and /metrics stay open.
+# api_token_file = "/etc/shoal/api-token"
 
 [tracker]
 # Serve /announce and /scrape and replicate the peer table by gossip.

@@ -50,6 +50,9 @@ pub enum NodeError {
     /// The torrent manager (storage, QUIC) could not start.
     #[error(transparent)]
     Torrents(#[from] crate::torrents::TorrentsError),
+    /// The API token file is unreadable or holds no usable token.
+    #[error("{0:#}")]
+    ApiToken(anyhow::Error),
 }
 
 /// A running node.
@@ -90,6 +93,12 @@ impl Node {
     /// Starts a node. `http` is an already-bound listener when the caller
     /// has one (tests), otherwise the config's address is bound.
     pub async fn start(cfg: Config, http: Option<TcpListener>) -> Result<Node, NodeError> {
+        // First, so that a bad token file stops the node before anything
+        // is bound or started.
+        let api_token = match &cfg.http.api_token_file {
+            Some(p) => Some(http::token::ApiToken::read(p).map_err(NodeError::ApiToken)?),
+            None => None,
+        };
         let key = identity::load_or_create(&cfg.data_dir)?;
         let peer = key.public().to_peer_id();
         let listener = match http {
@@ -162,7 +171,11 @@ impl Node {
             None
         };
 
+        if api_token.is_none() && !http_addr.ip().is_loopback() {
+            warn!(%http_addr, "the REST API is open to anyone who can reach this address: set http.api_token_file");
+        }
         let state = AppState {
+            api_token,
             tracker: tracker.clone(),
             replication: gossip.status.clone(),
             started_ms: crate::tracker::WallClock::new(cfg.gossip.clock_offset_ms).now_ms(),

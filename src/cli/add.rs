@@ -48,7 +48,7 @@ pub fn run(a: AddArgs) -> anyhow::Result<ExitCode> {
             body["target_dir"] = json!(t);
         }
         request(
-            &a.api.api,
+            &a.api,
             "POST",
             "/api/v1/torrents",
             Some("application/json"),
@@ -69,7 +69,7 @@ pub fn run(a: AddArgs) -> anyhow::Result<ExitCode> {
             format!("/api/v1/torrents?{}", q.join("&"))
         };
         request(
-            &a.api.api,
+            &a.api,
             "POST",
             &path,
             Some("application/x-bittorrent"),

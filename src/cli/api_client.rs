@@ -27,9 +27,40 @@ pub struct ApiArgs {
         default_value = "http://127.0.0.1:7880"
     )]
     pub api: String,
+    /// The node's API token (what its `http.api_token_file` holds).
+    #[arg(
+        long,
+        env = "SHOAL_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// A file holding the node's API token.
+    #[arg(
+        long,
+        env = "SHOAL_API_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "api_token"
+    )]
+    pub api_token_file: Option<std::path::PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl ApiArgs {
+    /// The token to send, if one was given.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = &self.api_token {
+            return Ok(Some(t.trim().to_owned()));
+        }
+        let Some(p) = &self.api_token_file else {
+            return Ok(None);
+        };
+        let t = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the API token file {}", p.display()))?;
+        Ok(Some(t.trim().to_owned()))
+    }
 }
 
 /// An answer: status and body.
@@ -66,14 +97,17 @@ fn split_url(url: &str) -> anyhow::Result<(String, String)> {
     Ok((u.authority(), u.path.trim_end_matches('/').to_owned()))
 }
 
-/// Sends one request and reads the whole answer.
+/// Sends one request (with the token, if one was given) and reads the
+/// whole answer.
 pub fn request(
-    api: &str,
+    args: &ApiArgs,
     method: &str,
     path: &str,
     content_type: Option<&str>,
     body: &[u8],
 ) -> anyhow::Result<Answer> {
+    let api = args.api.as_str();
+    let token = args.token()?;
     let (host, prefix) = split_url(api)?;
     let addrs: Vec<_> = host
         .to_socket_addrs()
@@ -102,6 +136,9 @@ pub fn request(
     );
     if let Some(ct) = content_type {
         head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str("\r\n");
     stream

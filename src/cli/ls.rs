@@ -14,7 +14,7 @@ pub struct LsArgs {
 }
 
 pub fn run(a: LsArgs) -> anyhow::Result<ExitCode> {
-    let v = request(&a.api.api, "GET", "/api/v1/torrents", None, b"")?.json()?;
+    let v = request(&a.api, "GET", "/api/v1/torrents", None, b"")?.json()?;
     if a.api.json {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);

@@ -34,7 +34,7 @@ pub fn run(a: RmArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    let v = request(&a.api.api, "DELETE", &path, None, b"")?.json()?;
+    let v = request(&a.api, "DELETE", &path, None, b"")?.json()?;
     if a.api.json {
         println!("{v}");
     } else if a.delete_data {

@@ -18,8 +18,8 @@ pub struct StatusArgs {
 
 pub fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let Some(ih) = &a.infohash else {
-        let node = request(&a.api.api, "GET", "/api/v1/node", None, b"")?.json()?;
-        let list = request(&a.api.api, "GET", "/api/v1/torrents", None, b"")?.json()?;
+        let node = request(&a.api, "GET", "/api/v1/node", None, b"")?.json()?;
+        let list = request(&a.api, "GET", "/api/v1/torrents", None, b"")?.json()?;
         if a.api.json {
             println!("{}", serde_json::json!({"node": node, "torrents": list}));
             return Ok(ExitCode::SUCCESS);
@@ -45,14 +45,7 @@ pub fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let v = request(
-        &a.api.api,
-        "GET",
-        &format!("/api/v1/torrents/{ih}"),
-        None,
-        b"",
-    )?
-    .json()?;
+    let v = request(&a.api, "GET", &format!("/api/v1/torrents/{ih}"), None, b"")?.json()?;
     if a.api.json {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);

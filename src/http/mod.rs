@@ -1,6 +1,8 @@
 //! The node's HTTP server: the BitTorrent tracker facade (`/announce`,
 //! `/scrape`), `/stats`, the REST API (`/api/v1/...`, `api.rs`) and
-//! `/metrics` (`metrics.rs`).
+//! `/metrics` (`metrics.rs`). With a token configured, the API answers
+//! only requests that carry it (`token.rs`); the rest stays open, since
+//! BitTorrent clients and Prometheus send no credentials.
 //!
 //! The accept loop is our own, in the mini-redis style: the listener is
 //! injected (tests bind port 0 and read the address), a semaphore bounds
@@ -14,6 +16,7 @@ pub mod api;
 pub mod client;
 pub mod metrics;
 mod stats;
+pub mod token;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,6 +54,8 @@ pub struct AppState {
     pub torrents: Option<crate::torrents::Torrents>,
     /// Where HTTP is served.
     pub http_addr: SocketAddr,
+    /// The token `/api/...` requires, if any.
+    pub api_token: Option<token::ApiToken>,
 }
 
 fn bencoded(body: Vec<u8>) -> Response<Body> {
@@ -86,6 +91,11 @@ async fn handle(
             "/announce" => return Ok(bencoded(t.announce(query, remote))),
             "/scrape" => return Ok(bencoded(t.scrape(query))),
             _ => {}
+        }
+    }
+    if let Some(t) = &state.api_token {
+        if token::is_api(path) && !t.admits(req.headers()) {
+            return Ok(token::unauthorized());
         }
     }
     let req = req.map(Body::new);

@@ -457,3 +457,101 @@ fn magnet_links_and_gossip_learned_trackers() {
     let copy = std::fs::read(root.join("leech").join("downloads").join("image.bin")).unwrap();
     assert!(copy == std::fs::read(&content).unwrap(), "copy differs");
 }
+
+/// With `http.api_token_file` set, the API answers only requests carrying
+/// `Authorization: Bearer TOKEN`, while the tracker facade, `/stats` and
+/// `/metrics` (which BitTorrent clients and Prometheus call without
+/// credentials) stay open; the client commands send the token from
+/// `SHOAL_API_TOKEN` or `--api-token-file`. A token file without a usable
+/// token stops the node at start, with the reason.
+#[test]
+fn the_api_token_guards_the_api_and_nothing_else() {
+    let dir = tempdir();
+    let root = dir.path();
+    let token = "t0ken-for-the-api-test";
+    let file = root.join("api-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let node = start_mesh_node(
+        &root.join("node"),
+        true,
+        &format!("[http]\napi_token_file = {file:?}\n"),
+    );
+    let node_info = |auth: Option<&str>| {
+        let mut req = "GET /api/v1/node HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".to_owned();
+        if let Some(a) = auth {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        common::node::http_raw(node.http, req.as_bytes())
+    };
+    let (status, body) = node_info(None);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Bearer"), "{body}");
+    for wrong in [
+        "Bearer t0ken-for-the-api-tes",
+        "Bearer t0ken-for-the-api-test2",
+        &format!("Basic {token}"),
+    ] {
+        assert_eq!(node_info(Some(wrong)).0, 401, "{wrong}");
+    }
+    let (status, body) = node_info(Some(&format!("Bearer {token}")));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // An unknown API path is refused before it is looked up.
+    assert_eq!(api(node.http, "GET", "/api/v2/nothing", None, b"").0, 401);
+
+    for open in ["/metrics", "/stats", "/"] {
+        assert_eq!(node.get(open).0, 200, "{open}");
+    }
+    // A bencoded tracker answer (a failure for this empty query), not 401.
+    let (status, body) = node.get("/announce");
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"d"), "{}", String::from_utf8_lossy(&body));
+
+    let url = format!("http://{}", node.http);
+    let refused = run(shoal()
+        .args(["ls", "--api", &url])
+        .env_remove("SHOAL_API_TOKEN"));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("401") && err.contains("SHOAL_API_TOKEN"),
+        "{err}"
+    );
+    let ls = run_ok(
+        shoal()
+            .args(["ls", "--json", "--api", &url])
+            .env("SHOAL_API_TOKEN", token),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&ls).unwrap(),
+        Value::Array(vec![])
+    );
+    let st = run_ok(
+        shoal()
+            .args(["status", "--api", &url, "--api-token-file"])
+            .arg(&file),
+    );
+    assert!(st.contains("quic"), "{st}");
+
+    // A blank token file is refused at start, before anything listens.
+    let blank = root.join("blank-token");
+    std::fs::write(&blank, "\n").unwrap();
+    let cfg = root.join("blank.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\n[http]\napi_token_file = {blank:?}\n",
+            root.join("blank-data")
+        ),
+    )
+    .unwrap();
+    let out = run(shoal()
+        .args(["node", "--config"])
+        .arg(&cfg)
+        .args(["--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no usable token"), "{err}");
+}
