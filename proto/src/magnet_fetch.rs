@@ -20,7 +20,9 @@
 //!   [`FetchConfig::retry_after`] later.
 //! - The result is decided once: the first verified dictionary, the first
 //!   genuine-but-unacceptable one ([`FetchError::Refused`], which no peer
-//!   can fix), or [`FetchError::GaveUp`] at the deadline. Every peer still
+//!   can fix), [`FetchError::NoneLeft`] as soon as nobody can ever be
+//!   asked (no trackers, and every peer given sent bad metadata or is this
+//!   node), or [`FetchError::GaveUp`] at the deadline. Every peer still
 //!   being asked is told to close before the result is handed out.
 //! - Only a dictionary whose bytes hash to the infohash and parse as a
 //!   checked info dictionary is ever returned (the assembler's guarantee).
@@ -104,6 +106,24 @@ pub enum FetchError {
     /// escaping the download directory, say). No peer can fix this.
     #[error("the torrent's metadata is not acceptable: {0}")]
     Refused(MetainfoError),
+    /// There are no trackers to find anyone new, and every peer given is
+    /// never to be asked again (it sent bad metadata, or it is this node),
+    /// or none was given: waiting for the deadline would help no one.
+    #[error(
+        "no peer is left to ask for the metadata of {info_hash} and no tracker \
+         to find more ({peers} peers tried, {bad} sent metadata that failed its check){}",
+        last_suffix(.last)
+    )]
+    NoneLeft {
+        /// The magnet's infohash.
+        info_hash: InfoHash,
+        /// Distinct peers asked (ourselves not counted).
+        peers: usize,
+        /// Peers whose metadata broke the rules or failed its hash.
+        bad: usize,
+        /// The last thing that went wrong, for the message.
+        last: Option<String>,
+    },
 }
 
 fn last_suffix(last: &Option<String>) -> String {
@@ -146,6 +166,9 @@ pub struct MetadataFetch {
     timeout: Duration,
     deadline: Time,
     has_trackers: bool,
+    /// The caller has handed over its first peers (perhaps none): before
+    /// that an empty book means nothing.
+    fed: bool,
     announcing: bool,
     next_announce: Time,
     peers: BTreeMap<SocketAddr, Peer>,
@@ -176,6 +199,7 @@ impl MetadataFetch {
             timeout,
             deadline: now + timeout,
             has_trackers,
+            fed: false,
             announcing: false,
             next_announce: now,
             peers: BTreeMap::new(),
@@ -213,6 +237,7 @@ impl MetadataFetch {
         if self.is_done() {
             return;
         }
+        self.fed = true;
         for &a in addrs {
             match self.peers.get(&a) {
                 None => self.enqueue(a),
@@ -446,6 +471,23 @@ impl MetadataFetch {
                 })),
             );
             self.actions.push_back(FetchAction::Connect(addr));
+        }
+        if !self.has_trackers
+            && self.fed
+            && self.asking == 0
+            && self
+                .peers
+                .values()
+                .all(|p| matches!(p, Peer::Lied | Peer::Itself))
+        {
+            let err = FetchError::NoneLeft {
+                info_hash: self.info_hash,
+                peers: self.tried.len(),
+                bad: self.bad,
+                last: self.last.clone(),
+            };
+            self.finish(Err(err));
+            return;
         }
         if self.wants_announce() && now >= self.next_announce {
             self.announcing = true;

@@ -63,6 +63,9 @@ pub enum MagnetError {
     /// escaping the download directory, say). No peer can fix this.
     #[error("the torrent's metadata is not acceptable: {0}")]
     Refused(String),
+    /// Nobody is left to ask, and there is no tracker to find anyone.
+    #[error("{0}")]
+    NoneLeft(String),
 }
 
 impl From<FetchError> for MagnetError {
@@ -82,6 +85,7 @@ impl From<FetchError> for MagnetError {
                 last: last.map_or_else(String::new, |l| format!("; last error: {l}")),
             },
             FetchError::Refused(e) => MagnetError::Refused(e.to_string()),
+            e @ FetchError::NoneLeft { .. } => MagnetError::NoneLeft(e.to_string()),
         }
     }
 }

@@ -133,7 +133,8 @@ fn a_lying_peer_is_blamed_and_skipped_and_an_honest_one_wins() {
     let mut lie = bytes.clone();
     let at = lie.len() / 2;
     lie[at] ^= 1;
-    let mut f = fetch(&bytes, false);
+    // With a tracker: without one, nobody could list another peer later.
+    let mut f = fetch(&bytes, true);
     f.add_peers(t(0), &[addr(1)]);
     drain(&mut f);
     f.connected(t(0), addr(1));
@@ -303,4 +304,73 @@ fn announces_when_nobody_is_left_to_ask_and_not_more_often() {
         vec![FetchAction::Announce],
         "more peers are looked for while one is asked"
     );
+}
+
+/// Serves a corrupted copy of the dictionary from `peer`, which connects
+/// at `now`.
+fn lie_from(f: &mut MetadataFetch, now: Time, peer: SocketAddr, bytes: &[u8]) {
+    let mut lie = bytes.to_vec();
+    let at = lie.len() / 2;
+    lie[at] ^= 1;
+    f.connected(now, peer);
+    let a = drain(f);
+    serve(f, now, peer, &lie, &a);
+    let a = drain(f);
+    serve(f, now, peer, &lie, &a);
+}
+
+#[test]
+fn without_trackers_it_gives_up_once_nobody_is_left_to_ask() {
+    let bytes = info_bytes();
+    let mut f = fetch(&bytes, false);
+    f.add_peers(t(0), &[addr(1), addr(2)]);
+    drain(&mut f);
+    f.itself(t(1), addr(2));
+    lie_from(&mut f, t(2), addr(1), &bytes);
+    drain(&mut f);
+    let err = f.poll_outcome().expect("decided at once").unwrap_err();
+    assert!(
+        matches!(&err, FetchError::NoneLeft { info_hash, peers: 1, bad: 1, .. }
+            if *info_hash == InfoHash::of_info_bytes(&bytes)),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("no tracker") && text.contains("metadata hashes to"),
+        "{text}"
+    );
+
+    // A peer that only failed may come back: that one is waited for.
+    let mut f = fetch(&bytes, false);
+    f.add_peers(t(0), &[addr(1), addr(2)]);
+    drain(&mut f);
+    f.connect_failed(t(1), addr(2), "connection refused");
+    lie_from(&mut f, t(2), addr(1), &bytes);
+    drain(&mut f);
+    assert!(f.poll_outcome().is_none());
+    assert_eq!(f.poll_timeout(), Some(t(4)), "addr(2)'s retry");
+
+    // With a tracker, more peers may turn up: no early end either.
+    let mut f = fetch(&bytes, true);
+    f.add_peers(t(0), &[addr(1)]);
+    drain(&mut f);
+    lie_from(&mut f, t(1), addr(1), &bytes);
+    drain(&mut f);
+    assert!(f.poll_outcome().is_none());
+}
+
+#[test]
+fn without_trackers_or_peers_it_gives_up_when_handed_none() {
+    let bytes = info_bytes();
+    let mut f = fetch(&bytes, false);
+    assert!(f.poll_outcome().is_none(), "not before the caller's peers");
+    f.add_peers(t(0), &[]);
+    assert!(matches!(
+        f.poll_outcome(),
+        Some(Err(FetchError::NoneLeft {
+            peers: 0,
+            bad: 0,
+            ..
+        }))
+    ));
 }
