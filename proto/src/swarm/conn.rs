@@ -91,7 +91,7 @@ impl Swarm {
         let p = self.peer_mut(peer)?;
         p.has = set;
         p.interesting = interesting;
-        self.peer_announced(now, peer);
+        self.peer_announced(now, peer, true);
         Ok(())
     }
 
@@ -109,7 +109,7 @@ impl Swarm {
         p.counted_as_seed = true;
         p.interesting = interesting;
         self.seeds += 1;
-        self.peer_announced(now, peer);
+        self.peer_announced(now, peer, true);
         Ok(())
     }
 
@@ -142,7 +142,10 @@ impl Swarm {
         }
         self.add_avail(piece);
         self.spread_peer_has(peer, piece);
-        self.peer_announced(now, peer);
+        // A piece we hold already cannot be asked of it: no refill (the
+        // common case in a large swarm, where most `Have`s are for pieces
+        // the receiver has).
+        self.peer_announced(now, peer, lack);
         Ok(())
     }
 
@@ -223,7 +226,7 @@ impl Swarm {
     }
 
     /// Follow-up to any announcement: interest, pipelines, seeds.
-    fn peer_announced(&mut self, now: Time, peer: PeerKey) {
+    fn peer_announced(&mut self, now: Time, peer: PeerKey, refill: bool) {
         self.update_interest(peer);
         if self.have.is_full()
             && self.cfg.drop_seeds_when_complete
@@ -231,7 +234,9 @@ impl Swarm {
         {
             self.drop_peer(peer, DisconnectReason::NotUseful, false);
         } else {
-            self.mark_dirty(peer);
+            if refill {
+                self.mark_dirty(peer);
+            }
             self.spread_top_up(peer);
         }
         self.spread_check_done();
