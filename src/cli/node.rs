@@ -49,6 +49,11 @@ pub struct NodeArgs {
     /// Log format.
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// A file holding the token the REST API requires (`http.api_token_file`).
+    /// The client commands read the same variable, so one setting serves
+    /// both on a machine.
+    #[arg(long, env = "SHOAL_API_TOKEN_FILE", value_name = "PATH")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -85,6 +90,9 @@ impl NodeArgs {
         }
         if let Some(f) = self.log_format {
             c.log.format = f;
+        }
+        if let Some(t) = &self.api_token_file {
+            c.http.api_token_file = Some(t.clone());
         }
         c.validate()?;
         Ok(c)

@@ -534,23 +534,16 @@ fn the_api_token_guards_the_api_and_nothing_else() {
     );
     assert!(st.contains("quic"), "{st}");
 
-    // A blank token file is refused at start, before anything listens.
+    // A blank token file (given by the flag's variable this time) is
+    // refused at start, before anything listens.
     let blank = root.join("blank-token");
     std::fs::write(&blank, "\n").unwrap();
-    let cfg = root.join("blank.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir = {:?}\n[http]\napi_token_file = {blank:?}\n",
-            root.join("blank-data")
-        ),
-    )
-    .unwrap();
     let out = run(shoal()
-        .args(["node", "--config"])
-        .arg(&cfg)
+        .args(["node", "--data-dir"])
+        .arg(root.join("blank-data"))
         .args(["--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
-        .args(["--listen", "127.0.0.1:0"]));
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SHOAL_API_TOKEN_FILE", &blank));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds no usable token"), "{err}");
