@@ -23,18 +23,23 @@ fn illegal(l: &mut Lifecycle, e: Event) {
     refused(l, e, err);
 }
 
+fn start_swarm(run: u64, import: bool) -> Command {
+    Command::StartSwarm { run, import }
+}
+
+fn started(run: u64, have: u32, complete: bool) -> Event {
+    Event::Started {
+        run,
+        have,
+        complete,
+    }
+}
+
 /// A running torrent: resolved, started as run 1, `have` of 10 pieces.
 fn downloading(verify: bool) -> Lifecycle {
     let mut l = Lifecycle::new(false, verify);
     ok(&mut l, Event::MetadataResolved { import: false });
-    ok(
-        &mut l,
-        Event::Started {
-            run: 1,
-            have: 2,
-            complete: false,
-        },
-    );
+    ok(&mut l, started(1, 2, false));
     assert_eq!(l.phase(), Phase::Downloading);
     l
 }
@@ -45,18 +50,10 @@ fn a_download_is_rechecked_then_seeded_and_the_hook_runs() {
     assert_eq!(l.phase(), Phase::Resolving);
     assert_eq!(
         ok(&mut l, Event::MetadataResolved { import: false }),
-        vec![Command::StartSwarm {
-            run: 1,
-            import: false
-        }]
+        vec![start_swarm(1, false)]
     );
     assert_eq!(l.phase(), Phase::Starting);
-    let started = Event::Started {
-        run: 1,
-        have: 3,
-        complete: false,
-    };
-    assert_eq!(ok(&mut l, started), vec![]);
+    assert_eq!(ok(&mut l, started(1, 3, false)), vec![]);
     assert_eq!(
         (l.phase(), l.have(), l.have_at_start()),
         (Phase::Downloading, 3, 3)
@@ -89,19 +86,8 @@ fn without_recheck_a_complete_download_seeds_at_once() {
 #[test]
 fn complete_at_start_seeds_without_recheck_or_hook() {
     let (mut l, cmds) = Lifecycle::restored(false, false, 10, true, None);
-    assert_eq!(
-        cmds,
-        vec![Command::StartSwarm {
-            run: 1,
-            import: false
-        }]
-    );
-    let started = Event::Started {
-        run: 1,
-        have: 10,
-        complete: true,
-    };
-    assert_eq!(ok(&mut l, started), vec![]);
+    assert_eq!(cmds, vec![start_swarm(1, false)]);
+    assert_eq!(ok(&mut l, started(1, 10, true)), vec![]);
     assert_eq!(l.phase(), Phase::Seeding);
     assert_eq!(ok(&mut l, Event::AllStored { run: 1 }), vec![]);
     assert_eq!(l.phase(), Phase::Seeding);
@@ -121,22 +107,11 @@ fn the_hook_runs_exactly_once() {
     );
     assert_eq!(
         ok(&mut l, Event::Resume),
-        vec![
-            Command::Save,
-            Command::StartSwarm {
-                run: 3,
-                import: false
-            }
-        ]
+        vec![Command::Save, start_swarm(3, false)]
     );
     // Pieces went missing while it was paused: fetched and checked again,
     // but the hook has run already.
-    let started = Event::Started {
-        run: 3,
-        have: 8,
-        complete: false,
-    };
-    ok(&mut l, started);
+    ok(&mut l, started(3, 8, false));
     ok(&mut l, Event::AllStored { run: 3 });
     assert_eq!(ok(&mut l, Event::RecheckPassed { run: 3 }), vec![]);
     assert_eq!(l.phase(), Phase::Seeding);
@@ -189,12 +164,7 @@ fn reports_of_an_earlier_run_are_stale() {
         run,
         current: 2,
     };
-    let started = Event::Started {
-        run: 1,
-        have: 0,
-        complete: false,
-    };
-    refused(&mut l, started, stale("started", 1));
+    refused(&mut l, started(1, 0, false), stale("started", 1));
     let failed = Event::StartFailed {
         run: 1,
         why: "x".into(),
@@ -207,14 +177,7 @@ fn reports_of_an_earlier_run_are_stale() {
     );
     // The current run's report, in the wrong phase, is illegal instead.
     illegal(&mut l, Event::AllStored { run: 2 });
-    illegal(
-        &mut l,
-        Event::Started {
-            run: 2,
-            have: 0,
-            complete: false,
-        },
-    );
+    illegal(&mut l, started(2, 0, false));
 }
 
 #[test]
@@ -229,13 +192,7 @@ fn a_failed_start_can_be_resumed() {
     assert_eq!((l.phase(), l.error()), (Phase::Failed, Some("disk full")));
     assert_eq!(
         ok(&mut l, Event::Resume),
-        vec![
-            Command::Save,
-            Command::StartSwarm {
-                run: 2,
-                import: false
-            }
-        ]
+        vec![Command::Save, start_swarm(2, false)]
     );
     assert_eq!((l.phase(), l.error()), (Phase::Starting, None));
 }
@@ -251,20 +208,9 @@ fn the_import_intent_lasts_until_a_run_starts_with_it() {
     assert_eq!((l.phase(), cmds), (Phase::Paused, vec![]));
     assert_eq!(
         ok(&mut l, Event::Resume),
-        vec![
-            Command::Save,
-            Command::StartSwarm {
-                run: 1,
-                import: true
-            }
-        ]
+        vec![Command::Save, start_swarm(1, true)]
     );
-    let started = Event::Started {
-        run: 1,
-        have: 10,
-        complete: true,
-    };
-    assert_eq!(ok(&mut l, started), vec![Command::Save]);
+    assert_eq!(ok(&mut l, started(1, 10, true)), vec![Command::Save]);
     assert!(!l.import());
     assert_eq!(l.phase(), Phase::Seeding);
 }
@@ -279,13 +225,7 @@ fn a_restored_torrent_whose_files_are_gone_is_failed_until_resumed() {
     );
     assert_eq!(
         ok(&mut l, Event::Resume),
-        vec![
-            Command::Save,
-            Command::StartSwarm {
-                run: 1,
-                import: false
-            }
-        ]
+        vec![Command::Save, start_swarm(1, false)]
     );
 }
 
@@ -355,14 +295,7 @@ fn removing_ends_everything_but_a_failed_removal() {
 fn events_out_of_order_are_illegal_in_every_phase() {
     // Resolving.
     let mut l = Lifecycle::new(false, true);
-    illegal(
-        &mut l,
-        Event::Started {
-            run: 0,
-            have: 0,
-            complete: false,
-        },
-    );
+    illegal(&mut l, started(0, 0, false));
     illegal(&mut l, Event::AllStored { run: 0 });
     illegal(&mut l, Event::RecheckPassed { run: 0 });
     // Starting.
@@ -379,14 +312,7 @@ fn events_out_of_order_are_illegal_in_every_phase() {
     illegal(&mut l, failed.clone());
     // Downloading.
     let mut l = downloading(true);
-    illegal(
-        &mut l,
-        Event::Started {
-            run: 1,
-            have: 0,
-            complete: false,
-        },
-    );
+    illegal(&mut l, started(1, 0, false));
     illegal(
         &mut l,
         Event::StartFailed {
@@ -400,14 +326,7 @@ fn events_out_of_order_are_illegal_in_every_phase() {
     // Verifying.
     ok(&mut l, Event::AllStored { run: 1 });
     illegal(&mut l, Event::AllStored { run: 1 });
-    illegal(
-        &mut l,
-        Event::Started {
-            run: 1,
-            have: 0,
-            complete: false,
-        },
-    );
+    illegal(&mut l, started(1, 0, false));
     // Seeding.
     ok(&mut l, Event::RecheckPassed { run: 1 });
     illegal(&mut l, Event::RecheckPassed { run: 1 });
