@@ -9,8 +9,10 @@ use serde_json::Value;
 
 use super::common;
 use super::common::node::{api, start_mesh_node};
-use super::common::{run, run_ok, shoal, tempdir, write_data};
-use super::{add_torrent, call, get, seeded, torrent_op, wait_state, wait_until, LIMIT};
+use super::common::{run, run_ok, shoal, tempdir};
+use super::{
+    add_torrent, call, data_and_torrent, get, seeded, torrent_op, wait_state, wait_until, LIMIT,
+};
 
 /// The collection of torrents.
 const TORRENTS: &str = "/api/v1/torrents";
@@ -407,15 +409,8 @@ fn magnet_links_and_gossip_learned_trackers() {
     // The tracker node seeds a torrent that names no tracker at all.
     let seed = start_mesh_node(&root.join("seed"), true, "");
     let content = root.join("seed").join("downloads").join("image.bin");
-    write_data(&content, 2 << 20, 9);
     let torrent = root.join("bare.torrent");
-    run_ok(
-        shoal()
-            .arg("create")
-            .arg(&content)
-            .args(["--piece-size", "256K", "-o"])
-            .arg(&torrent),
-    );
+    data_and_torrent(&content, 2 << 20, 9, None, &torrent);
     let v = add_torrent(&seed, &std::fs::read(&torrent).unwrap(), "");
     let ih = v["infohash"].as_str().unwrap().to_owned();
     wait_state(&seed, &ih, "seeding", LIMIT);

@@ -39,17 +39,8 @@ pub(crate) struct Seeded {
 pub(crate) fn seeded(root: &Path, len: usize) -> Seeded {
     let seed = start_mesh_node(&root.join("seed"), true, "");
     let content = root.join("seed").join("downloads").join("image.bin");
-    write_data(&content, len, 7);
     let torrent = root.join("image.torrent");
-    run_ok(
-        shoal()
-            .arg("create")
-            .arg(&content)
-            .args(["--piece-size", "256K", "-t"])
-            .arg(seed.announce_url())
-            .arg("-o")
-            .arg(&torrent),
-    );
+    data_and_torrent(&content, len, 7, Some(&seed.announce_url()), &torrent);
     let v = add_torrent(&seed, &std::fs::read(&torrent).unwrap(), "");
     let ih = v["infohash"].as_str().unwrap().to_owned();
     let pieces = v["pieces"].as_u64().unwrap();
@@ -61,6 +52,27 @@ pub(crate) fn seeded(root: &Path, len: usize) -> Seeded {
         ih,
         pieces,
     }
+}
+
+/// Writes `len` bytes of generated data (`seed`) to `content` and makes
+/// `torrent` of it in 256 KiB pieces, announcing to `announce` if given.
+pub(crate) fn data_and_torrent(
+    content: &Path,
+    len: usize,
+    seed: u64,
+    announce: Option<&str>,
+    torrent: &Path,
+) {
+    write_data(content, len, seed);
+    let mut cmd = shoal();
+    cmd.arg("create")
+        .arg(content)
+        .args(["--piece-size", "256K", "-o"])
+        .arg(torrent);
+    if let Some(url) = announce {
+        cmd.args(["-t", url]);
+    }
+    run_ok(&mut cmd);
 }
 
 /// One API request that must be answered `want`; returns the JSON body.

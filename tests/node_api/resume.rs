@@ -6,8 +6,10 @@
 use std::time::{Duration, Instant};
 
 use super::common::node::start_mesh_node;
-use super::common::{run_ok, shoal, tempdir, write_data};
-use super::{add_torrent, call, get, seeded, torrent_op, wait_state, wait_until, LIMIT};
+use super::common::{tempdir, write_data};
+use super::{
+    add_torrent, call, data_and_torrent, get, seeded, torrent_op, wait_state, wait_until, LIMIT,
+};
 
 #[test]
 fn sigkill_mid_download_resumes_from_sled() {
@@ -156,15 +158,8 @@ fn import_intent_of_a_paused_add_survives_a_restart() {
     let root = dir.path();
     let node_dir = root.join("node");
     let content = node_dir.join("downloads").join("image.bin");
-    write_data(&content, (3 << 20) + 11, 5);
     let torrent = root.join("image.torrent");
-    run_ok(
-        shoal()
-            .arg("create")
-            .arg(&content)
-            .args(["--piece-size", "256K", "-o"])
-            .arg(&torrent),
-    );
+    data_and_torrent(&content, (3 << 20) + 11, 5, None, &torrent);
     let mut node = start_mesh_node(&node_dir, false, "");
     let v = add_torrent(&node, &std::fs::read(&torrent).unwrap(), "?paused=true");
     assert_eq!(
