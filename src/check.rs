@@ -52,6 +52,13 @@ impl Report {
     pub fn is_complete(&self) -> bool {
         self.pieces.iter().all(|s| *s == PieceState::Good)
     }
+
+    /// Indices of the pieces that are not good (bad or missing), in order.
+    pub fn failed(&self) -> Vec<u32> {
+        (0..self.pieces.len() as u32)
+            .filter(|&i| self.pieces[i as usize] != PieceState::Good)
+            .collect()
+    }
 }
 
 /// Checks every piece of `info` laid out as `layout`.
@@ -203,6 +210,12 @@ mod tests {
         f.set_len(8 * 16384 - 1).unwrap();
         let layout = Layout::at_content(&info, &path);
         let whole = check(&info, &layout, 3, &AtomicU64::new(0)).unwrap();
+        assert_eq!(
+            whole.failed(),
+            vec![3, 7, 8, 9],
+            "bad and missing, in order"
+        );
+        assert!(!whole.is_complete());
 
         let ask = [9, 3, 0, 7, 42, 5];
         let progress = Progress::default();

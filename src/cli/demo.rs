@@ -316,10 +316,7 @@ async fn distribute(
         .context("verification task failed")?;
         match report {
             Ok(r) if r.is_complete() => intact += 1,
-            Ok(r) => eprintln!(
-                "node {i}: {} pieces do not match",
-                r.pieces.len() - r.indices(shoal::check::PieceState::Good).len()
-            ),
+            Ok(r) => eprintln!("node {i}: {} pieces do not match", r.failed().len()),
             Err(e) => eprintln!("node {i}: cannot verify: {e}"),
         }
     }

@@ -95,10 +95,7 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
             Ok(r) => {
                 eprintln!(
                     "error: {} of {} pieces on disk do not match the torrent",
-                    r.pieces
-                        .iter()
-                        .filter(|s| **s != shoal::check::PieceState::Good)
-                        .count(),
+                    r.failed().len(),
                     r.pieces.len()
                 );
                 false

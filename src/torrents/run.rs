@@ -24,7 +24,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::view::{Counters, Limits, PeerView, TorrentDetail};
 use super::{lock, Entry, Inner};
 use crate::announce::{AnnounceConfig, AnnouncerHandle};
-use crate::check::{recheck_content, PieceState};
+use crate::check::recheck_content;
 use crate::storage::TorrentSettings;
 use crate::swarm::{Mesh, Role, StartTorrent, TorrentHandle, TorrentStatus};
 
@@ -223,9 +223,7 @@ pub(crate) async fn recheck(inner: &Inner, ih: InfoHash, run: u64) -> Option<Eve
     let (why, bad) = match recheck_content(meta.info.clone(), dir).await {
         Ok(r) if r.is_complete() => return Some(Event::RecheckPassed { run }),
         Ok(r) => {
-            let mut bad = r.indices(PieceState::Bad);
-            bad.extend(r.indices(PieceState::Missing));
-            bad.sort_unstable();
+            let bad = r.failed();
             (
                 format!("{} pieces failed the completion re-check", bad.len()),
                 bad,
