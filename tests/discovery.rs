@@ -247,7 +247,8 @@ async fn metadata_server(
 /// magnet resolves to the exact info dictionary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn magnet_metadata_failing_its_hash_is_refused_and_an_honest_peer_wins() {
-    use shoal::swarm::{resolve_magnet, MagnetError};
+    use shoal::swarm::resolve_magnet;
+    use shoal_proto::magnet_fetch::FetchError;
     let tmp = tempfile::tempdir().unwrap();
     let seed_dir = tmp.path().join("seed");
     std::fs::create_dir_all(&seed_dir).unwrap();
@@ -273,7 +274,17 @@ async fn magnet_metadata_failing_its_hash_is_refused_and_an_honest_peer_wins() {
     let err = resolve_magnet(&fetcher.mesh, &magnet, &[], Duration::from_secs(30))
         .await
         .expect_err("only a liar to ask");
-    assert!(matches!(err, MagnetError::NoneLeft(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            FetchError::NoneLeft {
+                peers: 1,
+                bad: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(10),
         "took {:?}",

@@ -39,57 +39,6 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound on one tracker exchange.
 const TRACKER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a magnet link could not be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum MagnetError {
-    /// No peer delivered a dictionary matching the infohash in time.
-    #[error(
-        "no peer delivered the metadata of {info_hash} within {timeout:?} \
-         ({peers} peers tried, {bad} sent metadata that failed its check){last}"
-    )]
-    Timeout {
-        /// The magnet's infohash.
-        info_hash: InfoHash,
-        /// The caller's limit.
-        timeout: Duration,
-        /// Peers dialled.
-        peers: usize,
-        /// Peers whose metadata did not hash to the infohash.
-        bad: usize,
-        /// The last thing that went wrong, for the message.
-        last: String,
-    },
-    /// The dictionary hashes to the infohash but shoal refuses it (a path
-    /// escaping the download directory, say). No peer can fix this.
-    #[error("the torrent's metadata is not acceptable: {0}")]
-    Refused(String),
-    /// Nobody is left to ask, and there is no tracker to find anyone.
-    #[error("{0}")]
-    NoneLeft(String),
-}
-
-impl From<FetchError> for MagnetError {
-    fn from(e: FetchError) -> MagnetError {
-        match e {
-            FetchError::GaveUp {
-                info_hash,
-                timeout,
-                peers,
-                bad,
-                last,
-            } => MagnetError::Timeout {
-                info_hash,
-                timeout,
-                peers,
-                bad,
-                last: last.map_or_else(String::new, |l| format!("; last error: {l}")),
-            },
-            FetchError::Refused(e) => MagnetError::Refused(e.to_string()),
-            e @ FetchError::NoneLeft { .. } => MagnetError::NoneLeft(e.to_string()),
-        }
-    }
-}
-
 /// What a peer's task reports.
 enum PeerEvent {
     Connected,
@@ -119,7 +68,7 @@ pub async fn resolve_magnet(
     magnet: &Magnet,
     gossip_trackers: &[String],
     timeout: Duration,
-) -> Result<Metainfo, MagnetError> {
+) -> Result<Metainfo, FetchError> {
     let endpoint = mesh.endpoint().clone();
     let epoch = Instant::now();
     let now = || Time::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -191,9 +140,7 @@ pub async fn resolve_magnet(
             // Dropping the tasks closes every connection still open.
             peers.clear();
             announces.abort_all();
-            return out
-                .map(|m| metainfo(m, ih, trackers))
-                .map_err(MagnetError::from);
+            return out.map(|m| metainfo(m, ih, trackers));
         }
         let wake = fetch
             .poll_timeout()

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-pub use magnet::{resolve_magnet, MagnetError, PEER_TIMEOUT as MAGNET_PEER_TIMEOUT};
+pub use magnet::{resolve_magnet, PEER_TIMEOUT as MAGNET_PEER_TIMEOUT};
 pub use mesh::{Discovery, Mesh, MeshError, Role, StartTorrent};
 
 /// The stable swarm key of a node: the first 8 bytes of its id.
