@@ -17,10 +17,13 @@
 //!   reach, until it is back at its degree. Leechers dial leechers;
 //!   seeders dial incomplete leechers.
 //!
+//! Faults touch many nodes at once, so they run between windows, with
+//! both parts at hand.
+//!
 //! Invariant: every choice here draws from the simulator's own seeded
 //! generator, in event order, so faults keep the run deterministic.
 
-use crate::net::{Ev, Life, Sim};
+use crate::net::{Ev, Gev, Life, Sim};
 
 /// A partition: regions with `side[r]` true are cut off from the rest.
 #[derive(Debug, Clone)]
@@ -52,11 +55,11 @@ const DIAL_TRIES: usize = 8;
 
 impl Sim {
     pub(crate) fn schedule_faults(&mut self) {
-        for i in 0..self.nodes.len() {
-            if let Some((at, crash)) = self.nodes[i].spec.leave {
-                self.push(
+        for i in 0..self.world.specs.len() {
+            if let Some((at, crash)) = self.world.specs[i].leave {
+                self.push_global(
                     at,
-                    Ev::Leave {
+                    Gev::Leave {
                         node: i as u32,
                         crash,
                     },
@@ -65,48 +68,40 @@ impl Sim {
         }
         for index in 0..self.plan.cuts.len() {
             let (at, heal) = (self.plan.cuts[index].at_us, self.plan.cuts[index].heal_us);
-            self.push(at, Ev::Partition { index, heal: false });
-            self.push(heal, Ev::Partition { index, heal: true });
+            self.push_global(at, Gev::Partition { index, heal: false });
+            self.push_global(heal, Gev::Partition { index, heal: true });
         }
-    }
-
-    /// Whether a cut in force separates `a` and `b`.
-    pub(crate) fn cut(&self, a: u32, b: u32) -> bool {
-        if self.plan.cuts.is_empty() {
-            return false;
-        }
-        let (ra, rb) = (
-            self.nodes[a as usize].spec.region,
-            self.nodes[b as usize].spec.region,
-        );
-        self.plan
-            .cuts
-            .iter()
-            .any(|c| self.now >= c.at_us && self.now < c.heal_us && c.side[ra] != c.side[rb])
     }
 
     /// Node `i` leaves (closing every connection) or crashes.
     pub(crate) fn leave(&mut self, i: u32, crash: bool) {
-        if self.nodes[i as usize].life != Life::Alive {
+        if self.world.life[i as usize] != Life::Alive {
             return;
         }
-        let halves = self.nodes[i as usize].halves.clone();
+        let (now, detect) = (self.now, self.plan.detect_us);
+        let halves = self.node(i).halves.clone();
         for c in halves {
-            if !self.conns[c as usize].up {
+            if !self.conn(c).up {
                 continue;
             }
-            self.close(c);
-            let j = self.conns[c as usize].peer;
-            let delay = if crash || self.cut(i, j) {
-                self.plan.detect_us
+            let j = self.world.halves[c as usize].peer;
+            let (part, world) = self.at(i);
+            part.close(world, c);
+            // What the peer had on its way to us is lost too.
+            let (part, world) = self.at(j);
+            part.kill_flow(world, c ^ 1);
+            let delay = if crash || world.cut(now, i, j) {
+                detect
             } else {
-                self.lat(i, j)
+                world.lat(i, j)
             };
-            self.push(self.now + delay, Ev::Gone { conn: c ^ 1 });
+            part.push(now + delay, Ev::Gone { conn: c ^ 1 });
         }
-        let n = &mut self.nodes[i as usize];
-        n.life = if crash { Life::Crashed } else { Life::Left };
-        n.left_at = Some(self.now);
+        let life = if crash { Life::Crashed } else { Life::Left };
+        self.world.life[i as usize] = life;
+        let n = self.node_mut(i);
+        n.life = life;
+        n.left_at = Some(now);
         n.timer = None;
         // Its swarm is gone with it: drop what it had queued.
         while n.swarm.poll_action().is_some() {}
@@ -118,11 +113,11 @@ impl Sim {
             return;
         }
         self.seeds_left = Some(self.now);
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].spec.seed {
-                self.push(
+        for i in 0..self.world.specs.len() {
+            if self.world.specs[i].seed {
+                self.push_global(
                     self.now,
-                    Ev::Leave {
+                    Gev::Leave {
                         node: i as u32,
                         crash: false,
                     },
@@ -136,84 +131,68 @@ impl Sim {
     /// redials).
     pub(crate) fn partition(&mut self, index: usize, heal: bool) {
         if heal {
-            for i in 0..self.nodes.len() as u32 {
-                self.want_redial(i);
+            for i in 0..self.world.specs.len() as u32 {
+                let (part, world) = self.at(i);
+                part.want_redial(world, i);
             }
             return;
         }
         let side = self.plan.cuts[index].side.clone();
-        for c in 0..self.conns.len() as u32 {
-            let conn = &self.conns[c as usize];
+        let at = self.now + self.plan.detect_us;
+        for c in 0..self.world.halves.len() as u32 {
+            let h = &self.world.halves[c as usize];
             let (ra, rb) = (
-                self.nodes[conn.node as usize].spec.region,
-                self.nodes[conn.peer as usize].spec.region,
+                self.world.specs[h.node as usize].region,
+                self.world.specs[h.peer as usize].region,
             );
-            if !conn.up || side[ra] == side[rb] {
+            if !self.conn(c).up || side[ra] == side[rb] {
                 continue;
             }
             // What is queued or in flight across the cut is lost.
-            if let Some(f) = self.conns[c as usize].flow.take() {
-                self.end_flow(f);
-            }
-            self.conns[c as usize].queue.clear();
-            let at = self.now + self.plan.detect_us;
-            self.push(at, Ev::Gone { conn: c });
+            let (part, world) = self.at(h.node);
+            part.kill_flow(world, c);
+            part.push(at, Ev::Gone { conn: c });
         }
-    }
-
-    /// Schedules a redial for `i` if it may need one.
-    pub(crate) fn want_redial(&mut self, i: u32) {
-        let n = &self.nodes[i as usize];
-        if n.life != Life::Alive
-            || n.redial_pending
-            || (!n.spec.seed && n.swarm.is_complete())
-            || (n.live as usize) >= self.target_degree(i)
-        {
-            return;
-        }
-        self.nodes[i as usize].redial_pending = true;
-        let at = self.now + self.plan.redial_us;
-        self.push(at, Ev::Redial { node: i });
     }
 
     fn target_degree(&self, i: u32) -> usize {
-        if self.nodes[i as usize].spec.seed {
-            self.seed_degree
+        if self.world.specs[i as usize].seed {
+            self.world.seed_degree
         } else {
-            self.degree
+            self.world.degree
         }
     }
 
     /// Dials random reachable peers until `i` is back at its degree.
     pub(crate) fn redial(&mut self, i: u32) {
-        self.nodes[i as usize].redial_pending = false;
-        let n = &self.nodes[i as usize];
+        self.node_mut(i).redial_pending = false;
+        let n = self.node(i);
         if n.life != Life::Alive || (!n.spec.seed && n.swarm.is_complete()) {
             return;
         }
         let seed = n.spec.seed;
         let missing = self.target_degree(i).saturating_sub(n.live as usize);
-        let total = self.nodes.len() as u64;
+        let total = self.world.specs.len() as u64;
         let mut dialed = 0;
         for _ in 0..missing * DIAL_TRIES {
             if dialed >= missing {
                 break;
             }
             let j = self.rng.below(total) as u32;
-            let m = &self.nodes[j as usize];
+            let m = self.node(j);
             let fit = j != i
                 && m.life == Life::Alive
                 && !m.spec.seed
                 && m.spec.join_us <= self.now
                 && !(seed && m.swarm.is_complete())
-                && !self.nodes[i as usize].banned.contains(&j)
-                && !self.cut(i, j)
+                && !self.node(i).banned.contains(&j)
+                && !self.world.cut(self.now, i, j)
                 && !self.connected(i, j);
             if fit {
                 let link = self.link(i, j);
                 // The dial and the handshake: one round trip.
-                let at = self.now + 2 * self.lat(i, j);
-                self.push(at, Ev::Connect { link });
+                let at = self.now + 2 * self.world.lat(i, j);
+                self.push_global(at, Gev::Connect { link });
                 dialed += 1;
             }
         }
@@ -223,6 +202,6 @@ impl Sim {
     fn connected(&self, i: u32, j: u32) -> bool {
         self.link_of
             .get(&(i.min(j), i.max(j)))
-            .is_some_and(|&l| self.conns[2 * l as usize].up)
+            .is_some_and(|&l| self.conn(2 * l).up)
     }
 }

@@ -4,9 +4,12 @@
 //! block at the head is the half's one active flow. A node's uplink is
 //! water-filled (max-min fair) over its active flows, each flow capped by
 //! an equal share of its receiver's downlink and by its path's loss
-//! ceiling. Rates are recomputed only when a flow starts or ends, for the
-//! sender's uplink and every uplink feeding the receiver whose flow the
-//! receiver's new share caps (or capped), and each changed flow's
+//! ceiling. A sender's uplink is recomputed when one of its flows starts
+//! or ends. The receiver's share is what its flow count was at the last
+//! window's end: a change reaches the other senders at the window's end
+//! (at most one latency later, as a congestion signal would), when
+//! `Sim::settle` recomputes every uplink feeding the receiver whose flow
+//! the new share caps (or the old one capped). Each changed flow's
 //! completion is rescheduled (the old event goes stale).
 //!
 //! Water-filling gives every flow its cap below the fair level and every
@@ -18,18 +21,20 @@
 //! misses on other nodes' flows).
 //!
 //! Invariants:
-//! - A live flow is in its sender's `out_flows`, its receiver's `in_flows`
-//!   and its half's `flow`, and nowhere else; a freed flow in none.
-//! - `Sim::in_count[j].1 == nodes[j].in_flows.len()`: water-filling reads
-//!   the packed count (and the flow's own copy of its ends and ceiling)
-//!   instead of the receiver's `Node` and the connection, which at
-//!   thousands of nodes are cache misses.
+//! - A live flow is in its sender's `out_flows` and its half's `flow`; at
+//!   every window's end, also its half is in the receiver's `in_flows`.
+//!   A freed flow is in none.
+//! - At every window's end `World::in_count[j].1 == in_flows.len()` of
+//!   node `j`; water-filling reads the packed count (and the flow's own
+//!   copy of its ends and ceiling) instead of the receiver's `Node` and
+//!   the connection, which at thousands of nodes are cache misses.
 //! - `remaining` is exact as of `last`; the pending completion event for
 //!   a flow carries its current `version`, every other one is stale.
 
 use shoal_proto::swarm::{BlockRef, PeerKey, Time};
 
-use crate::net::{Ev, Life, Sim};
+use crate::net::{Ev, Sim, World};
+use crate::part::{Delta, Part};
 
 /// The transport's segment size, for the loss ceiling.
 const MSS: f64 = 1200.0;
@@ -42,40 +47,48 @@ pub(crate) struct Flow {
     /// Sender and receiver nodes, and the path's ceiling (copies of the
     /// half's, so that resharing reads flows only, not connections).
     from: u32,
-    to: u32,
+    pub(crate) to: u32,
     cap: f64,
     block: BlockRef,
     corrupt: bool,
     /// Bytes of `block` still to send as of `last`.
     remaining: f64,
     /// Bytes per second.
-    rate: f64,
+    pub(crate) rate: f64,
     last: u64,
     version: u32,
-    live: bool,
+    pub(crate) live: bool,
 }
 
-impl Sim {
-    /// The throughput ceiling of a path with loss (Mathis et al.:
-    /// `1.22 · MSS / (RTT · √p)`), unbounded without loss.
-    pub(crate) fn path_cap(&self, a: u32, b: u32) -> f64 {
-        let p = self.path_loss(a, b);
-        if p <= 0.0 {
-            return f64::INFINITY;
-        }
-        let rtt = (2 * self.lat(a, b)).max(1) as f64 / 1e6;
-        1.22 * MSS / (rtt * p.sqrt())
+/// The throughput ceiling of a path with loss (Mathis et al.:
+/// `1.22 · MSS / (RTT · √p)`), unbounded without loss.
+pub(crate) fn path_cap(world: &World, a: u32, b: u32) -> f64 {
+    let p = world.path_loss(a, b);
+    if p <= 0.0 {
+        return f64::INFINITY;
     }
+    let rtt = (2 * world.lat(a, b)).max(1) as f64 / 1e6;
+    1.22 * MSS / (rtt * p.sqrt())
+}
 
-    /// The sender of half `c` serves `block` to the other end: queue it,
-    /// or start a flow. Dropped if either half is down (the data would
-    /// go nowhere).
-    pub(crate) fn serve(&mut self, c: u32, block: BlockRef) {
-        let (node, peer) = (self.conns[c as usize].node, self.conns[c as usize].peer);
+/// Node `j`'s downlink divided among its inflows as of the last window's
+/// end (unbounded without any).
+pub(crate) fn share(world: &World, j: u32) -> f64 {
+    let (down, n) = world.in_count[j as usize];
+    down / f64::from(n)
+}
+
+impl Part {
+    /// Our half `c` serves `block` to the other end: queue it, or start a
+    /// flow. Dropped if our half is down, the other end is gone or the
+    /// path is cut (the data would go nowhere); a half the other end has
+    /// closed, without our knowing yet, still gets it, and drops it.
+    pub(crate) fn serve(&mut self, world: &World, c: u32, block: BlockRef) {
+        let h = &world.halves[c as usize];
+        let (node, peer) = (h.node, h.peer);
         if !self.conns[c as usize].up
-            || !self.conns[(c ^ 1) as usize].up
-            || self.nodes[peer as usize].life != Life::Alive
-            || self.cut(node, peer)
+            || world.life[peer as usize] != crate::net::Life::Alive
+            || world.cut(self.now, node, peer)
         {
             return;
         }
@@ -88,9 +101,9 @@ impl Sim {
             conn: c,
             from: node,
             to: peer,
-            cap: self.conns[c as usize].cap,
+            cap: h.cap,
             block,
-            corrupt: self.nodes[node as usize].spec.corrupt,
+            corrupt: self.node(node).spec.corrupt,
             remaining: f64::from(block.len),
             rate: 0.0,
             last: self.now,
@@ -105,63 +118,41 @@ impl Sim {
             (self.flows.len() - 1) as u32
         };
         self.conns[c as usize].flow = Some(id);
-        self.nodes[node as usize].out_flows.push(id);
-        self.nodes[peer as usize].in_flows.push(id);
-        let old = self.share(peer);
-        self.in_count[peer as usize].1 += 1;
-        self.reshare(node, peer, old);
+        self.node(node).out_flows.push(id);
+        self.deltas.push(Delta {
+            to: peer,
+            half: c,
+            start: true,
+        });
+        self.recompute_uplink(world, node);
     }
 
-    /// Frees flow `f` (its half's `flow` is already cleared) and reshares.
-    pub(crate) fn end_flow(&mut self, f: u32) {
-        let (i, j) = {
+    /// Frees flow `f` (its half's `flow` is already cleared) and
+    /// recomputes its sender's uplink.
+    pub(crate) fn end_flow(&mut self, world: &World, f: u32) {
+        let (i, j, c) = {
             let fl = &mut self.flows[f as usize];
             fl.live = false;
-            (fl.from, fl.to)
+            (fl.from, fl.to, fl.conn)
         };
-        self.nodes[i as usize].out_flows.retain(|&x| x != f);
-        self.nodes[j as usize].in_flows.retain(|&x| x != f);
-        let old = self.share(j);
-        self.in_count[j as usize].1 -= 1;
+        self.node(i).out_flows.retain(|&x| x != f);
+        self.deltas.push(Delta {
+            to: j,
+            half: c,
+            start: false,
+        });
         self.free_flows.push(f);
-        self.reshare(i, j, old);
-    }
-
-    /// Node `j`'s downlink divided among its live inflows (unbounded
-    /// without any).
-    fn share(&self, j: u32) -> f64 {
-        let (down, n) = self.in_count[j as usize];
-        down / f64::from(n)
-    }
-
-    /// A flow from `i` into `j` started or ended, and `j`'s share per
-    /// inflow was `old`: recompute the rates of `i`'s uplink and of every
-    /// other uplink whose flow into `j` that share capped or now caps.
-    fn reshare(&mut self, i: u32, j: u32, old: f64) {
-        let new = self.share(j);
-        let mut ups = std::mem::take(&mut self.scratch);
-        ups.clear();
-        ups.push(i);
-        for &f in &self.nodes[j as usize].in_flows {
-            let fl = &self.flows[f as usize];
-            if fl.from != i && (fl.rate >= old.min(fl.cap) || fl.rate > new.min(fl.cap)) {
-                ups.push(fl.from);
-            }
-        }
-        // A pair shares one connection, so each sender is listed once.
-        for &u in &ups {
-            self.recompute_uplink(u);
-        }
-        self.scratch = ups;
+        self.recompute_uplink(world, i);
     }
 
     /// Water-fills node `u`'s upload capacity over its flows, each capped
     /// by an equal share of its receiver's download capacity and by its
     /// path's ceiling.
-    fn recompute_uplink(&mut self, u: u32) {
+    pub(crate) fn recompute_uplink(&mut self, world: &World, u: u32) {
         let mut caps = std::mem::take(&mut self.scratch_caps);
-        self.uplink_caps(u, &mut caps);
-        water_fill(self.nodes[u as usize].spec.up, &mut caps);
+        self.uplink_caps(world, u, &mut caps);
+        let up = world.specs[u as usize].up;
+        water_fill(up, &mut caps);
         for &(rate, f) in &caps {
             self.set_rate(f, rate);
         }
@@ -169,11 +160,12 @@ impl Sim {
     }
 
     /// `(cap, flow)` for each of `u`'s flows.
-    fn uplink_caps(&self, u: u32, caps: &mut Vec<(f64, u32)>) {
+    fn uplink_caps(&mut self, world: &World, u: u32, caps: &mut Vec<(f64, u32)>) {
         caps.clear();
-        for &f in &self.nodes[u as usize].out_flows {
+        let i = (u - self.base) as usize;
+        for &f in &self.nodes[i].out_flows {
             let fl = &self.flows[f as usize];
-            caps.push((self.share(fl.to).min(fl.cap), f));
+            caps.push((share(world, fl.to).min(fl.cap), f));
         }
     }
 
@@ -213,41 +205,102 @@ impl Sim {
     /// A flow's completion event fired; false if it was stale. The block
     /// has left: the sender learns it now, the receiver one latency later,
     /// and the half's next queued block (if any) takes over the flow.
-    pub(crate) fn flow_done(&mut self, f: u32, version: u32) -> bool {
+    pub(crate) fn flow_done(&mut self, world: &World, f: u32, version: u32) -> bool {
         let fl = &self.flows[f as usize];
         if !fl.live || fl.version != version {
             return false;
         }
         let (c, block, corrupt) = (fl.conn, fl.block, fl.corrupt);
-        let i = self.conns[c as usize].node;
+        let h = &world.halves[c as usize];
+        let (i, peer, lat) = (h.node, h.peer, h.lat);
         let now = Time::from_micros(self.now);
-        self.nodes[i as usize].swarm.handle_bytes_sent(
-            now,
-            PeerKey(u64::from(c)),
-            u64::from(block.len),
-        );
-        let at = self.now + self.conns[c as usize].lat;
-        self.push(
-            at,
-            Ev::BlockIn {
-                conn: c ^ 1,
-                to: self.conns[c as usize].peer,
-                block,
-                corrupt,
-            },
-        );
+        self.node(i)
+            .swarm
+            .handle_bytes_sent(now, PeerKey(u64::from(c)), u64::from(block.len));
+        let ev = Ev::BlockIn {
+            conn: c ^ 1,
+            to: peer,
+            block,
+            corrupt,
+        };
+        self.route(world, self.now + lat, peer, ev);
         if let Some(b) = self.conns[c as usize].queue.pop_front() {
+            let now = self.now;
             let fl = &mut self.flows[f as usize];
             fl.block = b;
             fl.remaining = f64::from(b.len);
-            fl.last = self.now;
+            fl.last = now;
             self.reschedule(f);
         } else {
             self.conns[c as usize].flow = None;
-            self.end_flow(f);
+            self.end_flow(world, f);
         }
-        self.drain(i);
+        self.drain(i, world);
         true
+    }
+}
+
+impl Sim {
+    /// At a window's end: applies the flows that started and ended in it
+    /// to their receivers' counts, and recomputes every uplink with a flow
+    /// into a receiver whose share changed, if that share capped the flow
+    /// before or caps it now (the others cannot change: water-filling
+    /// gives every uncapped flow the same level value, so an uplink's
+    /// rates depend only on its set of caps).
+    pub(crate) fn settle(&mut self) {
+        self.settles += 1;
+        let mark = self.settles;
+        let mut dirty: Vec<(u32, f64)> = Vec::new();
+        for p in 0..self.parts.len() {
+            let deltas = std::mem::take(&mut self.parts[p].deltas);
+            for d in &deltas {
+                let j = d.to;
+                if self.dirty_mark[j as usize] != mark {
+                    self.dirty_mark[j as usize] = mark;
+                    dirty.push((j, share(&self.world, j)));
+                }
+                let inflows = &mut self.node_mut(j).in_flows;
+                let count = if d.start {
+                    inflows.push(d.half);
+                    1
+                } else if let Some(pos) = inflows.iter().position(|&h| h == d.half) {
+                    inflows.swap_remove(pos);
+                    -1
+                } else {
+                    0
+                };
+                let n = &mut self.world.in_count[j as usize].1;
+                *n = n.wrapping_add_signed(count);
+            }
+            // Give the buffer back: it keeps its capacity.
+            let mut deltas = deltas;
+            deltas.clear();
+            self.parts[p].deltas = deltas;
+        }
+        let mut ups: Vec<u32> = Vec::new();
+        for &(j, old) in &dirty {
+            let new = share(&self.world, j);
+            if new == old {
+                continue;
+            }
+            for &c in &self.node(j).in_flows {
+                let h = &self.world.halves[c as usize];
+                let part = &self.parts[self.world.part_of(h.node)];
+                let Some(f) = part.conns[c as usize].flow else {
+                    continue;
+                };
+                let fl = &part.flows[f as usize];
+                if fl.rate >= old.min(fl.cap) || fl.rate > new.min(fl.cap) {
+                    ups.push(h.node);
+                }
+            }
+        }
+        ups.sort_unstable();
+        ups.dedup();
+        for u in ups {
+            let (part, world) = self.at(u);
+            part.recompute_uplink(world, u);
+        }
     }
 }
 
@@ -288,15 +341,16 @@ mod tests {
     impl Sim {
         /// Flows whose rate differs from water-filling their sender's
         /// uplink from scratch.
-        fn misallocated(&self) -> usize {
+        fn misallocated(&mut self) -> usize {
             let mut caps = Vec::new();
             let mut bad = 0;
-            for u in 0..self.nodes.len() as u32 {
-                self.uplink_caps(u, &mut caps);
-                water_fill(self.nodes[u as usize].spec.up, &mut caps);
+            for u in 0..self.world.specs.len() as u32 {
+                let (part, world) = self.at(u);
+                part.uplink_caps(world, u, &mut caps);
+                water_fill(world.specs[u as usize].up, &mut caps);
                 bad += caps
                     .iter()
-                    .filter(|&&(rate, f)| self.flows[f as usize].rate != rate)
+                    .filter(|&&(rate, f)| part.flows[f as usize].rate != rate)
                     .count();
             }
             bad
@@ -313,8 +367,8 @@ mod tests {
         water_fill(300.0, &mut none);
     }
 
-    /// `reshare` recomputes only the uplinks a receiver's new share can
-    /// change; after every event of a run where downlinks bind (10 Gbit/s
+    /// `settle` recomputes only the uplinks a receiver's new share can
+    /// change; after every window of a run where downlinks bind (10 Gbit/s
     /// senders into 100 Mbit/s receivers) every uplink must still be
     /// exactly what a full recomputation gives.
     #[test]
@@ -328,18 +382,20 @@ mod tests {
         .replace("file_mib = 512", "file_mib = 24");
         let setup = Setup::from_scenario(&Scenario::parse(&text).unwrap()).unwrap();
         let mut sim = Sim::new(&setup);
-        let (mut events, mut capped) = (0, 0);
+        let (mut windows, mut capped) = (0, 0);
         while sim.advance() {
-            events += 1;
-            assert_eq!(sim.misallocated(), 0, "after event {events}");
-            capped += sim
-                .flows
-                .iter()
-                .filter(|f| f.live && f.rate == sim.share(f.to))
-                .count();
+            windows += 1;
+            assert_eq!(sim.misallocated(), 0, "after window {windows}");
+            for p in &sim.parts {
+                capped += p
+                    .flows
+                    .iter()
+                    .filter(|f| f.live && f.rate == share(&sim.world, f.to))
+                    .count();
+            }
         }
         assert_eq!(sim.waiting, 0, "the run finished");
-        assert!(events > 10_000, "{events} events");
+        assert!(windows > 1_000, "{windows} windows");
         assert!(capped > 0, "some flow was held to its receiver's share");
     }
 }

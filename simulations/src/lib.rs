@@ -16,6 +16,7 @@ pub mod faults;
 mod flows;
 pub mod net;
 pub mod outcome;
+mod part;
 pub mod plot;
 pub mod queue;
 pub mod replication;

@@ -1,55 +1,49 @@
-//! The discrete-event network that drives real [`Swarm`]s: the event loop,
-//! message delivery and the caller's duties. Bandwidth sharing is in
-//! `flows.rs`, churn, partitions and redials in `faults.rs`.
+//! The discrete-event network that drives real [`Swarm`]s: the window
+//! loop, the shared world and the events that touch many nodes. What
+//! happens at one node is in `part.rs`, bandwidth sharing in `flows.rs`,
+//! churn, partitions and redials in `faults.rs`.
 //!
 //! # Model
-//! - **Events** pop in (time in µs, push order) order from [`Queue`]; ties
-//!   are FIFO, nothing reads a clock or iterates a hash map, so a run is a
-//!   pure function of the scenario and its seed.
+//! - **Events** pop in (time in µs, push order) order; nothing reads a
+//!   clock or iterates a hash map, so a run is a pure function of the
+//!   scenario and its seed.
+//! - **Two parts, conservative windows.** The nodes are split in two
+//!   [`Part`]s, each with its own queue. Time advances in windows no
+//!   longer than the smallest one-way latency `W`: an event at one node
+//!   can reach another only a latency later, so inside a window each part
+//!   runs its own events without looking at the other, and the two can
+//!   run on two threads. What one part sends the other waits in an outbox
+//!   until the window ends, and is then queued in a fixed order, so the
+//!   result does not depend on whether the parts ran in parallel.
+//! - **Between windows** (`sync`): outboxes are delivered, downlink shares
+//!   are brought up to date (`Sim::settle`), counters are summed, and the
+//!   events that touch many nodes at once run: connections coming up,
+//!   leaves and crashes, redials and partitions (`Gev`). A window ends
+//!   early at the next such event.
 //! - **Connections** are directed halves: link `l` has half `2l` (owned by
-//!   its dialer) and `2l + 1`; a half's index is the [`PeerKey`] its owner's
-//!   swarm uses for the other end, and `c ^ 1` is the other end's half. A
-//!   pair of nodes always reuses its link, so bans and scores (kept per key
-//!   for a swarm's life) survive reconnects.
-//! - **Control messages** take the path's one-way latency (region matrix
-//!   plus both ends' access latency) and nothing else. With loss, each
-//!   message is lost with the path's loss rate and resent one RTO later
-//!   (geometric). A node's `Have`s for one piece to peers at the same
-//!   latency travel as one event (delivered in send order).
-//! - **Blocks** travel as fluid flows (see `flows.rs`); a block that has
-//!   left the sender lands one latency later.
-//! - **The caller's duties** are done as a daemon would, but instantly:
-//!   a piece verifies good unless one of its accepted blocks came from a
-//!   corrupt peer (the simulator tracks provenance); `Choke` drops queued
-//!   serves to that peer, `AbortServe` one; `Disconnect` closes our half
-//!   now and the other half one latency later; `Ban` is remembered so the
-//!   node never redials that peer.
-//!
-//! # Speed
-//! At thousands of nodes nearly every event lands on a node whose memory
-//! is not in cache, and the run's time is the sum of those misses. Events
-//! therefore carry their target node (and a flow completion its half), so
-//! that `warm` can start fetching the node's hot lines, the connection and
-//! the flow together instead of one after the other; a `Haves` event
-//! fetches all its receivers before handling any. Warming only reads, so
-//! it cannot change a result.
+//!   its dialer) and `2l + 1`; a half's index is the [`PeerKey`] its
+//!   owner's swarm uses for the other end, and `c ^ 1` is the other end's
+//!   half. A pair of nodes always reuses its link, so bans and scores
+//!   (kept per key for a swarm's life) survive reconnects. What a half
+//!   never changes ([`Half`]) is in the world; what it does ([`ConnState`])
+//!   belongs to its owner's part.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use shoal_proto::swarm::{Action, BlockOutcome, BlockRef, Message, PeerKey, Swarm, Time};
+use shoal_proto::swarm::{BlockRef, Message, PeerKey, Swarm, Time};
 
-use crate::faults::Plan;
+use crate::faults::{Cut, Plan};
 use crate::outcome::{NodeResult, Outcome};
+use crate::part::Part;
 use crate::queue::Queue;
 use crate::rng::SplitMix;
+use crate::scenario::NodeSpec;
 pub use crate::setup::Setup;
 
+/// An event at one node (its part runs it).
 #[derive(Debug)]
 pub(crate) enum Ev {
-    Connect {
-        link: u32,
-    },
     /// `conn` is the receiver's half, `to` its node (carried so that the
     /// node's memory can be fetched alongside the connection's).
     Msg {
@@ -57,7 +51,7 @@ pub(crate) enum Ev {
         to: u32,
         msg: Message,
     },
-    /// One `Have` to each receiver half in `conns`.
+    /// One `Have` to each receiver half in `conns` (all in one part).
     Haves {
         piece: u32,
         conns: Vec<u32>,
@@ -84,34 +78,37 @@ pub(crate) enum Ev {
     Gone {
         conn: u32,
     },
-    Leave {
-        node: u32,
-        crash: bool,
-    },
-    Redial {
-        node: u32,
-    },
-    Partition {
-        index: usize,
-        heal: bool,
-    },
 }
 
-/// One half of a connection.
+/// An event that touches more than one node: run between windows.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) enum Gev {
+    Connect { link: u32 },
+    Leave { node: u32, crash: bool },
+    Redial { node: u32 },
+    Partition { index: usize, heal: bool },
+}
+
+/// What never changes about a connection half.
+#[derive(Debug)]
+pub(crate) struct Half {
     pub(crate) node: u32,
     pub(crate) peer: u32,
+    /// The transport's throughput ceiling on this path (loss), bytes/s.
+    pub(crate) cap: f64,
+    /// One-way latency of the path, µs, and its loss rate.
+    pub(crate) lat: u64,
+    pub(crate) loss: f64,
+}
+
+/// What changes about a connection half; only its owner's part's copy is
+/// meaningful.
+#[derive(Debug, Default)]
+pub(crate) struct ConnState {
     pub(crate) up: bool,
     /// Served blocks waiting behind the active flow.
     pub(crate) queue: VecDeque<BlockRef>,
     pub(crate) flow: Option<u32>,
-    /// The transport's throughput ceiling on this path (loss), bytes/s.
-    pub(crate) cap: f64,
-    /// One-way latency of the path, µs, and its loss rate: kept here so
-    /// that sending does not touch the receiving node's memory.
-    pub(crate) lat: u64,
-    pub(crate) loss: f64,
 }
 
 /// Where a node is in its life.
@@ -132,8 +129,10 @@ pub(crate) struct Node {
     pub(crate) timer: Option<u64>,
     pub(crate) swarm: Swarm,
     pub(crate) out_flows: Vec<u32>,
+    /// The sender halves of the flows into this node, as of the last
+    /// window's end.
     pub(crate) in_flows: Vec<u32>,
-    pub(crate) spec: crate::scenario::NodeSpec,
+    pub(crate) spec: NodeSpec,
     /// Pieces with an accepted block from a corrupt peer, not yet checked.
     pub(crate) tainted: Vec<u32>,
     /// Every half this node ever owned (up or not).
@@ -147,43 +146,113 @@ pub(crate) struct Node {
     pub(crate) redial_pending: bool,
 }
 
+/// What both parts read and neither changes during a window.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub(crate) specs: Vec<NodeSpec>,
+    pub(crate) life: Vec<Life>,
+    /// Per node: download capacity and flows into it as of the last
+    /// window's end (what senders divide the downlink by).
+    pub(crate) in_count: Vec<(f64, u32)>,
+    pub(crate) halves: Vec<Half>,
+    latency_us: Vec<Vec<u64>>,
+    inter_region_loss: f64,
+    pub(crate) cuts: Vec<Cut>,
+    /// Nodes below this index are part 0's.
+    pub(crate) split: u32,
+    pub(crate) degree: usize,
+    pub(crate) seed_degree: usize,
+    pub(crate) redial_us: u64,
+}
+
+impl World {
+    pub(crate) fn part_of(&self, i: u32) -> usize {
+        usize::from(i >= self.split)
+    }
+
+    /// One-way latency from `a` to `b`, µs.
+    pub(crate) fn lat(&self, a: u32, b: u32) -> u64 {
+        let (na, nb) = (&self.specs[a as usize], &self.specs[b as usize]);
+        self.latency_us[na.region][nb.region] + na.access_us + nb.access_us
+    }
+
+    /// The loss rate of the path between `a` and `b`.
+    pub(crate) fn path_loss(&self, a: u32, b: u32) -> f64 {
+        let (na, nb) = (&self.specs[a as usize], &self.specs[b as usize]);
+        let core = if na.region == nb.region {
+            0.0
+        } else {
+            self.inter_region_loss
+        };
+        1.0 - (1.0 - na.loss) * (1.0 - nb.loss) * (1.0 - core)
+    }
+
+    /// Whether a cut in force at `now` separates `a` and `b`.
+    pub(crate) fn cut(&self, now: u64, a: u32, b: u32) -> bool {
+        if self.cuts.is_empty() {
+            return false;
+        }
+        let (ra, rb) = (self.specs[a as usize].region, self.specs[b as usize].region);
+        self.cuts
+            .iter()
+            .any(|c| now >= c.at_us && now < c.heal_us && c.side[ra] != c.side[rb])
+    }
+
+    /// The window: the smallest one-way latency any two nodes can have
+    /// (at least 1 µs), so that nothing sent inside a window arrives in
+    /// it.
+    fn window_us(&self) -> u64 {
+        let regions = self.latency_us.len();
+        let mut access = vec![u64::MAX; regions];
+        for s in &self.specs {
+            access[s.region] = access[s.region].min(s.access_us);
+        }
+        let mut w = u64::MAX;
+        for a in 0..regions {
+            for b in 0..regions {
+                if access[a] != u64::MAX && access[b] != u64::MAX {
+                    w = w.min(self.latency_us[a][b] + access[a] + access[b]);
+                }
+            }
+        }
+        w.clamp(1, u64::MAX / 4)
+    }
+}
+
+/// After a window with fewer events than this, the next runs both parts
+/// on one thread: a thread's start (tens of µs) costs more than they
+/// save.
+const PARALLEL_EVENTS: u64 = 256;
+
 /// The simulator.
 #[derive(Debug)]
 pub struct Sim {
     pub(crate) now: u64,
-    queue: Queue<Ev>,
-    pub(crate) nodes: Vec<Node>,
-    pub(crate) conns: Vec<Conn>,
+    pub(crate) world: World,
+    pub(crate) parts: Vec<Part>,
+    global: Queue<Gev>,
     pub(crate) link_of: BTreeMap<(u32, u32), u32>,
-    pub(crate) flows: Vec<crate::flows::Flow>,
-    /// Per node: download capacity and live flows into it (mirrors
-    /// `in_flows.len()`), packed so that water-filling a sender's uplink
-    /// does not read every receiver's `Node`.
-    pub(crate) in_count: Vec<(f64, u32)>,
-    pub(crate) free_flows: Vec<u32>,
-    latency_us: Vec<Vec<u64>>,
     pub(crate) rng: SplitMix,
     pub(crate) plan: Plan,
-    pub(crate) degree: usize,
-    pub(crate) seed_degree: usize,
-    inter_region_loss: f64,
     pieces: u32,
-    /// Honest leechers holding each piece, and pieces with at least one.
-    holders: Vec<u32>,
-    covered: u32,
+    /// Pieces some honest leecher holds, and how many.
+    covered: Vec<bool>,
+    covered_count: u32,
     /// Staying honest leechers not yet complete.
     pub(crate) waiting: usize,
-    events: u64,
-    stale: u64,
     limit_us: u64,
     file_bytes: u64,
     t_min: f64,
-    failed: u64,
     pub(crate) bans: Vec<(u32, u32)>,
     pub(crate) seeds_left: Option<u64>,
-    pub(crate) scratch: Vec<u32>,
-    pub(crate) scratch_caps: Vec<(f64, u32)>,
-    haves: Vec<(u64, u32)>,
+    window_us: u64,
+    threads: usize,
+    parallel_from: u64,
+    last_window_events: u64,
+    /// Scratch for `settle`: per node, the window it was last marked in.
+    pub(crate) dirty_mark: Vec<u64>,
+    pub(crate) settles: u64,
+    windows: u64,
     progress: bool,
 }
 
@@ -196,7 +265,7 @@ impl Sim {
             full[i / 8] |= 0x80 >> (i % 8);
         }
         let empty = vec![0u8; n.div_ceil(8)];
-        let nodes: Vec<Node> = setup
+        let mut nodes: Vec<Node> = setup
             .nodes
             .iter()
             .enumerate()
@@ -231,36 +300,49 @@ impl Sim {
             .iter()
             .filter(|s| !s.seed && !s.corrupt && s.leave.is_none())
             .count();
-        let mut sim = Sim {
-            now: 0,
-            queue: Queue::default(),
-            nodes,
-            conns: Vec::new(),
-            link_of: BTreeMap::new(),
-            flows: Vec::new(),
+        let split = (nodes.len() / 2) as u32;
+        let world = World {
+            specs: setup.nodes.clone(),
+            life: vec![Life::Alive; nodes.len()],
             in_count: setup.nodes.iter().map(|s| (s.down, 0)).collect(),
-            free_flows: Vec::new(),
+            halves: Vec::new(),
             latency_us: setup.latency_us.clone(),
-            rng: SplitMix::new(setup.seed ^ 0x6e65_7477_6f72_6b00),
-            plan: setup.plan.clone(),
+            inter_region_loss: setup.inter_region_loss,
+            cuts: setup.plan.cuts.clone(),
+            split,
             degree: setup.degree,
             seed_degree: setup.seed_degree,
-            inter_region_loss: setup.inter_region_loss,
+            redial_us: setup.plan.redial_us,
+        };
+        let second = nodes.split_off(split as usize);
+        let parts = vec![
+            Part::new(0, 0, nodes, n as u32, setup.seed),
+            Part::new(1, split, second, n as u32, setup.seed),
+        ];
+        let mut sim = Sim {
+            now: 0,
+            window_us: world.window_us(),
+            world,
+            parts,
+            global: Queue::default(),
+            link_of: BTreeMap::new(),
+            rng: SplitMix::new(setup.seed ^ 0x6e65_7477_6f72_6b00),
+            plan: setup.plan.clone(),
             pieces: n as u32,
-            holders: vec![0; n],
-            covered: 0,
+            covered: vec![false; n],
+            covered_count: 0,
             waiting,
-            events: 0,
-            stale: 0,
             limit_us: setup.limit_us,
             file_bytes: setup.geometry.total_length(),
             t_min: setup.t_min(),
-            failed: 0,
             bans: Vec::new(),
             seeds_left: None,
-            scratch: Vec::new(),
-            scratch_caps: Vec::new(),
-            haves: Vec::new(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+            parallel_from: PARALLEL_EVENTS,
+            last_window_events: 0,
+            dirty_mark: vec![0; setup.nodes.len()],
+            settles: 0,
+            windows: 0,
             progress: false,
         };
         for &(a, b) in &setup.links {
@@ -268,8 +350,8 @@ impl Sim {
             let join = setup.nodes[a as usize]
                 .join_us
                 .max(setup.nodes[b as usize].join_us);
-            let at = join + sim.lat(a, b);
-            sim.push(at, Ev::Connect { link });
+            let at = join + sim.world.lat(a, b);
+            sim.push_global(at, Gev::Connect { link });
         }
         sim.schedule_faults();
         sim
@@ -281,17 +363,35 @@ impl Sim {
         self
     }
 
-    /// Runs until every staying leecher completes, the queue empties or
+    /// Runs the two parts on at most `n` threads (1 or 2). The result is
+    /// the same whatever `n` is.
+    pub fn with_threads(mut self, n: usize) -> Sim {
+        self.threads = n.clamp(1, 2);
+        self
+    }
+
+    /// Runs a window on two threads when the one before had at least
+    /// `events` events (0: always). Like the thread count, it changes
+    /// only the speed, never the result.
+    pub fn with_parallel_from(mut self, events: u64) -> Sim {
+        self.parallel_from = events;
+        self
+    }
+
+    /// Runs until every staying leecher completes, the queues empty or
     /// the time limit passes.
     pub fn run(mut self) -> Outcome {
         let start = Instant::now();
+        let mut reported = 0;
         while self.advance() {
-            if self.progress && self.events.is_multiple_of(1 << 22) {
+            let events = self.events();
+            if self.progress && events >> 22 > reported {
+                reported = events >> 22;
                 eprintln!(
                     "  {:.3} s simulated, {} waiting, {} events, {:.1} s wall",
                     self.now as f64 / 1e6,
                     self.waiting,
-                    self.events,
+                    events,
                     start.elapsed().as_secs_f64()
                 );
             }
@@ -299,30 +399,108 @@ impl Sim {
         self.outcome()
     }
 
-    /// Handles the next event; false once the run is over.
+    fn events(&self) -> u64 {
+        self.parts.iter().map(|p| p.events).sum()
+    }
+
+    /// Runs one window and what follows it; false once the run is over.
     pub(crate) fn advance(&mut self) -> bool {
-        let Some((at, ev)) = self.queue.pop() else {
+        let next_global = self.global.peek_at();
+        let next_part = self.parts.iter_mut().filter_map(|p| p.peek_at()).min();
+        let Some(start) = next_part.into_iter().chain(next_global).min() else {
             return false;
         };
-        if at > self.limit_us {
+        if start > self.limit_us {
             return false;
         }
-        self.now = at;
-        self.events += 1;
-        self.step(ev);
+        let end = (start + self.window_us).min(next_global.unwrap_or(u64::MAX));
+        if end > start {
+            self.run_parts(end);
+        }
+        self.windows += 1;
+        self.sync(end);
+        while self.global.peek_at() == Some(end) {
+            let (_, ev) = self.global.pop().expect("peeked");
+            self.global_event(ev);
+            self.sync(end);
+        }
         self.waiting != 0
     }
 
+    /// Both parts run their events before `end`, on two threads when the
+    /// last window was busy enough to pay for one.
+    fn run_parts(&mut self, end: u64) {
+        let before = self.events();
+        let world = &self.world;
+        if self.threads > 1 && self.last_window_events >= self.parallel_from {
+            let (a, b) = self.parts.split_at_mut(1);
+            std::thread::scope(|s| {
+                let other = s.spawn(|| b[0].run_until(end, world));
+                a[0].run_until(end, world);
+                other.join().expect("a part's thread panicked");
+            });
+        } else {
+            for p in &mut self.parts {
+                p.run_until(end, world);
+            }
+        }
+        self.last_window_events = self.events() - before;
+    }
+
+    /// Between windows: deliver what each part sent the other, bring
+    /// downlink shares up to date, and collect the parts' counters and
+    /// requests.
+    fn sync(&mut self, now: u64) {
+        self.now = now;
+        for p in &mut self.parts {
+            p.now = p.now.max(now);
+        }
+        let (a, b) = self.parts.split_at_mut(1);
+        for (at, ev) in a[0].out.drain(..) {
+            b[0].push(at, ev);
+        }
+        for (at, ev) in b[0].out.drain(..) {
+            a[0].push(at, ev);
+        }
+        self.settle();
+        let mut redials = Vec::new();
+        for p in &mut self.parts {
+            self.waiting -= std::mem::take(&mut p.done);
+            self.bans.append(&mut p.bans);
+            for piece in p.newly_held.drain(..) {
+                if !self.covered[piece as usize] {
+                    self.covered[piece as usize] = true;
+                    self.covered_count += 1;
+                }
+            }
+            redials.append(&mut p.redials);
+        }
+        for (at, node) in redials {
+            self.push_global(at.max(now), Gev::Redial { node });
+        }
+        if self.covered_count == self.pieces {
+            self.one_copy_exists();
+        }
+    }
+
+    fn global_event(&mut self, ev: Gev) {
+        match ev {
+            Gev::Connect { link } => self.connect(link),
+            Gev::Leave { node, crash } => self.leave(node, crash),
+            Gev::Redial { node } => self.redial(node),
+            Gev::Partition { index, heal } => self.partition(index, heal),
+        }
+    }
+
     fn outcome(self) -> Outcome {
-        let seed_uploaded = self
-            .nodes
+        let nodes: Vec<&Node> = self.parts.iter().flat_map(|p| p.nodes.iter()).collect();
+        let seed_uploaded = nodes
             .iter()
             .filter(|n| n.spec.seed)
             .map(|n| n.swarm.stats().uploaded)
             .sum();
         let pieces = self.pieces;
-        let nodes = self
-            .nodes
+        let results = nodes
             .iter()
             .enumerate()
             .filter(|(_, n)| !n.spec.seed)
@@ -341,17 +519,42 @@ impl Sim {
             })
             .collect();
         Outcome {
-            nodes,
+            nodes: results,
             seed_uploaded,
             file_bytes: self.file_bytes,
             t_min: self.t_min,
-            events: self.events,
-            stale_events: self.stale,
-            end_us: self.now,
-            failed_pieces: self.failed,
+            events: self.events(),
+            stale_events: self.parts.iter().map(|p| p.stale).sum(),
+            end_us: self.parts.iter().map(|p| p.last_at).max().unwrap_or(0),
+            failed_pieces: self.parts.iter().map(|p| p.failed).sum(),
             bans: self.bans,
             seeds_left_us: self.seeds_left,
         }
+    }
+
+    pub(crate) fn push_global(&mut self, at: u64, ev: Gev) {
+        self.global.push(at, ev);
+    }
+
+    /// The part that owns node `i`, with the world.
+    pub(crate) fn at(&mut self, i: u32) -> (&mut Part, &World) {
+        let p = self.world.part_of(i);
+        (&mut self.parts[p], &self.world)
+    }
+
+    pub(crate) fn node(&self, i: u32) -> &Node {
+        let p = &self.parts[self.world.part_of(i)];
+        &p.nodes[(i - p.base) as usize]
+    }
+
+    pub(crate) fn node_mut(&mut self, i: u32) -> &mut Node {
+        self.at(i).0.node(i)
+    }
+
+    /// Half `c`'s changing state, from its owner's part.
+    pub(crate) fn conn(&self, c: u32) -> &ConnState {
+        let owner = self.world.halves[c as usize].node;
+        &self.parts[self.world.part_of(owner)].conns[c as usize]
     }
 
     /// The link between `a` and `b`, made on first use; `a` owns half
@@ -361,413 +564,67 @@ impl Sim {
         if let Some(&l) = self.link_of.get(&pair) {
             return l;
         }
-        let l = (self.conns.len() / 2) as u32;
-        let cap = self.path_cap(a, b);
-        let (lat, loss) = (self.lat(a, b), self.path_loss(a, b));
+        let l = (self.world.halves.len() / 2) as u32;
+        let cap = crate::flows::path_cap(&self.world, a, b);
+        let (lat, loss) = (self.world.lat(a, b), self.world.path_loss(a, b));
         for (x, y) in [(a, b), (b, a)] {
-            self.nodes[x as usize].halves.push(self.conns.len() as u32);
-            self.conns.push(Conn {
+            let c = self.world.halves.len() as u32;
+            self.node_mut(x).halves.push(c);
+            self.world.halves.push(Half {
                 node: x,
                 peer: y,
-                up: false,
-                queue: VecDeque::new(),
-                flow: None,
                 cap,
                 lat,
                 loss,
             });
+            for p in &mut self.parts {
+                p.conns.push(ConnState::default());
+            }
         }
         self.link_of.insert(pair, l);
         l
-    }
-
-    /// One-way latency from `a` to `b`, µs.
-    pub(crate) fn lat(&self, a: u32, b: u32) -> u64 {
-        let (na, nb) = (&self.nodes[a as usize].spec, &self.nodes[b as usize].spec);
-        self.latency_us[na.region][nb.region] + na.access_us + nb.access_us
-    }
-
-    /// The loss rate of the path between `a` and `b`.
-    pub(crate) fn path_loss(&self, a: u32, b: u32) -> f64 {
-        let (na, nb) = (&self.nodes[a as usize].spec, &self.nodes[b as usize].spec);
-        let core = if na.region == nb.region {
-            0.0
-        } else {
-            self.inter_region_loss
-        };
-        1.0 - (1.0 - na.loss) * (1.0 - nb.loss) * (1.0 - core)
-    }
-
-    /// Delay of one control message on half `c`'s path: latency, plus one
-    /// retransmission timeout (2 × RTT, at least 1 ms) per loss.
-    fn msg_delay(&mut self, c: u32) -> u64 {
-        let (lat, loss) = (self.conns[c as usize].lat, self.conns[c as usize].loss);
-        let mut d = lat;
-        if loss > 0.0 {
-            let rto = (4 * lat).max(1000);
-            // Bounded: a message is never lost more than 16 times.
-            for _ in 0..16 {
-                if (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 >= loss {
-                    break;
-                }
-                d += rto;
-            }
-        }
-        d
-    }
-
-    pub(crate) fn push(&mut self, at: u64, ev: Ev) {
-        self.queue.push(at, ev);
-    }
-
-    fn step(&mut self, ev: Ev) {
-        let now = Time::from_micros(self.now);
-        match ev {
-            Ev::Connect { link } => self.connect(link),
-            Ev::Msg { conn, to, msg } => {
-                self.warm(to);
-                if !self.conns[conn as usize].up {
-                    return;
-                }
-                let s = &mut self.nodes[to as usize].swarm;
-                let k = PeerKey(u64::from(conn));
-                // An error means the receiver refused the input (it dropped
-                // the sender a moment ago, say); it has said so in actions.
-                let _ = match msg {
-                    Message::Interested => s.handle_interested(now, k, true),
-                    Message::NotInterested => s.handle_interested(now, k, false),
-                    Message::Choke => s.handle_choked(now, k, true),
-                    Message::Unchoke => s.handle_choked(now, k, false),
-                    Message::Request(b) => s.handle_request(now, k, b),
-                    Message::Cancel(b) => s.handle_cancel(now, k, b),
-                    Message::Reject(b) => s.handle_reject(now, k, b),
-                    Message::Have(p) => s.handle_have(now, k, p),
-                    Message::Bitfield(bytes) => s.handle_bitfield(now, k, &bytes),
-                    Message::HaveAll => s.handle_have_all(now, k),
-                    Message::HaveNone => s.handle_have_none(now, k),
-                };
-                self.drain(to);
-            }
-            Ev::Haves { piece, conns } => {
-                // Fetch every receiver's connection, then every receiver's
-                // node, before handling any: independent loads overlap.
-                for &conn in &conns {
-                    std::hint::black_box(self.conns[conn as usize].up);
-                }
-                for &conn in &conns {
-                    self.warm(self.conns[conn as usize].node);
-                }
-                // Then, the headers being on their way, each receiver's
-                // own pieces and its entry for the sender.
-                for &conn in &conns {
-                    let n = &self.nodes[self.conns[conn as usize].node as usize];
-                    std::hint::black_box((
-                        n.swarm.has_piece(piece),
-                        n.swarm.is_unchoked(PeerKey(u64::from(conn))),
-                    ));
-                }
-                for conn in conns {
-                    if !self.conns[conn as usize].up {
-                        continue;
-                    }
-                    let to = self.conns[conn as usize].node;
-                    let k = PeerKey(u64::from(conn));
-                    let _ = self.nodes[to as usize].swarm.handle_have(now, k, piece);
-                    self.drain(to);
-                }
-            }
-            Ev::FlowDone {
-                flow,
-                version,
-                from,
-                conn,
-            } => {
-                self.warm(from);
-                std::hint::black_box(self.conns[conn as usize].lat);
-                if !self.flow_done(flow, version) {
-                    self.stale += 1;
-                }
-            }
-            Ev::BlockIn {
-                conn,
-                to,
-                block,
-                corrupt,
-            } => {
-                self.warm(to);
-                if !self.conns[conn as usize].up {
-                    return;
-                }
-                let n = &mut self.nodes[to as usize];
-                let k = PeerKey(u64::from(conn));
-                n.swarm.handle_bytes_received(now, k, u64::from(block.len));
-                let accepted = n.swarm.handle_block(now, k, block) == Ok(BlockOutcome::Accepted);
-                if accepted && corrupt && !n.tainted.contains(&block.piece) {
-                    n.tainted.push(block.piece);
-                }
-                self.drain(to);
-            }
-            Ev::Timer { node, at } => {
-                let n = &mut self.nodes[node as usize];
-                if n.timer != Some(at) || n.life != Life::Alive {
-                    self.stale += 1;
-                    return;
-                }
-                n.timer = None;
-                n.swarm.handle_timeout(now);
-                self.drain(node);
-            }
-            Ev::Gone { conn } => {
-                if !self.conns[conn as usize].up {
-                    return;
-                }
-                let node = self.conns[conn as usize].node;
-                self.close(conn);
-                self.nodes[node as usize]
-                    .swarm
-                    .handle_peer_disconnected(now, PeerKey(u64::from(conn)));
-                self.drain(node);
-                self.want_redial(node);
-            }
-            Ev::Leave { node, crash } => self.leave(node, crash),
-            Ev::Redial { node } => self.redial(node),
-            Ev::Partition { index, heal } => self.partition(index, heal),
-        }
     }
 
     /// Both ends of `link` learn of the connection (the handshake is
     /// done), unless either is gone, cut off, or refuses the other.
     fn connect(&mut self, link: u32) {
         let (c0, c1) = (2 * link, 2 * link + 1);
-        let (a, b) = (self.conns[c0 as usize].node, self.conns[c1 as usize].node);
-        let alive = |s: &Sim, i: u32| s.nodes[i as usize].life == Life::Alive;
+        let (a, b) = (
+            self.world.halves[c0 as usize].node,
+            self.world.halves[c1 as usize].node,
+        );
+        let alive = |s: &Sim, i: u32| s.world.life[i as usize] == Life::Alive;
         // Both halves must be down: a half still up is a connection whose
         // end has not yet learnt that the other end closed it.
-        let busy = self.conns[c0 as usize].up || self.conns[c1 as usize].up;
-        if busy || !alive(self, a) || !alive(self, b) || self.cut(a, b) {
+        let busy = self.conn(c0).up || self.conn(c1).up;
+        if busy || !alive(self, a) || !alive(self, b) || self.world.cut(self.now, a, b) {
             return;
         }
         let now = Time::from_micros(self.now);
-        let ra =
-            self.nodes[a as usize]
-                .swarm
-                .handle_peer_connected(now, PeerKey(u64::from(c0)), true);
-        let rb =
-            self.nodes[b as usize]
-                .swarm
-                .handle_peer_connected(now, PeerKey(u64::from(c1)), false);
+        let ra = self
+            .node_mut(a)
+            .swarm
+            .handle_peer_connected(now, PeerKey(u64::from(c0)), true);
+        let rb = self
+            .node_mut(b)
+            .swarm
+            .handle_peer_connected(now, PeerKey(u64::from(c1)), false);
         if ra.is_ok() && rb.is_ok() {
-            for c in [c0, c1] {
-                self.conns[c as usize].up = true;
-                let n = self.conns[c as usize].node;
-                self.nodes[n as usize].live += 1;
+            for (c, n) in [(c0, a), (c1, b)] {
+                self.at(n).0.conns[c as usize].up = true;
+                self.node_mut(n).live += 1;
             }
         } else {
-            self.nodes[a as usize]
+            self.node_mut(a)
                 .swarm
                 .handle_peer_disconnected(now, PeerKey(u64::from(c0)));
-            self.nodes[b as usize]
+            self.node_mut(b)
                 .swarm
                 .handle_peer_disconnected(now, PeerKey(u64::from(c1)));
         }
-        self.drain(a);
-        self.drain(b);
-    }
-
-    /// Carries out everything node `i` asks for, then re-arms its timer.
-    pub(crate) fn drain(&mut self, i: u32) {
-        if self.nodes[i as usize].life != Life::Alive {
-            return;
-        }
-        let mut have_piece = None;
-        while let Some(a) = self.nodes[i as usize].swarm.poll_action() {
-            if let Action::Send {
-                peer,
-                message: Message::Have(p),
-            } = a
-            {
-                if have_piece != Some(p) {
-                    self.flush_haves(have_piece);
-                    have_piece = Some(p);
-                }
-                let c = peer.0 as u32;
-                if self.sendable(c) {
-                    let d = self.msg_delay(c);
-                    self.haves.push((d, c ^ 1));
-                }
-                continue;
-            }
-            self.flush_haves(have_piece.take());
-            match a {
-                Action::Send { peer, message } => {
-                    let c = peer.0 as u32;
-                    if !self.sendable(c) {
-                        continue;
-                    }
-                    if message == Message::Choke {
-                        self.conns[c as usize].queue.clear();
-                    }
-                    let at = self.now + self.msg_delay(c);
-                    let to = self.conns[c as usize].peer;
-                    self.push(
-                        at,
-                        Ev::Msg {
-                            conn: c ^ 1,
-                            to,
-                            msg: message,
-                        },
-                    );
-                }
-                Action::ServeBlock { peer, block } => self.serve(peer.0 as u32, block),
-                Action::AbortServe { peer, block } => {
-                    let q = &mut self.conns[peer.0 as usize].queue;
-                    if let Some(pos) = q.iter().position(|b| *b == block) {
-                        q.remove(pos);
-                    }
-                }
-                Action::VerifyPiece { piece } => self.verify(i, piece),
-                Action::Disconnect { peer, .. } => {
-                    let c = peer.0 as u32;
-                    if self.conns[c as usize].up {
-                        self.close(c);
-                        let j = self.conns[c as usize].peer;
-                        if !self.cut(i, j) {
-                            let at = self.now + self.conns[c as usize].lat;
-                            self.push(at, Ev::Gone { conn: c ^ 1 });
-                        }
-                        self.want_redial(i);
-                    }
-                }
-                Action::Ban { peer } => {
-                    let j = self.conns[peer.0 as usize].peer;
-                    self.nodes[i as usize].banned.push(j);
-                    self.bans.push((i, j));
-                }
-                Action::Completed => self.completed(i),
-            }
-        }
-        self.flush_haves(have_piece);
-        let t = self.nodes[i as usize]
-            .swarm
-            .poll_timeout()
-            .map(Time::as_micros);
-        if t != self.nodes[i as usize].timer {
-            self.nodes[i as usize].timer = t;
-            if let Some(at) = t {
-                self.push(at.max(self.now), Ev::Timer { node: i, at });
-            }
-        }
-    }
-
-    /// Starts fetching the memory an input to node `i` reads first (the
-    /// node's header and its swarm's hot fields, through read-only calls)
-    /// without waiting for it, so that those cache misses overlap each
-    /// other and the connection's instead of following one another.
-    /// Reads only: it changes nothing.
-    fn warm(&self, i: u32) {
-        let n = &self.nodes[i as usize];
-        std::hint::black_box((
-            n.timer,
-            n.swarm.poll_timeout(),
-            n.swarm.is_complete(),
-            n.swarm.is_spreading(),
-        ));
-    }
-
-    /// Whether a message may leave on half `c`: it is up and the path is
-    /// not cut (a cut drops everything until the ends notice).
-    fn sendable(&self, c: u32) -> bool {
-        let conn = &self.conns[c as usize];
-        conn.up && !self.cut(conn.node, conn.peer)
-    }
-
-    /// Sends the collected `Have(piece)`s, one event per distinct delay.
-    fn flush_haves(&mut self, piece: Option<u32>) {
-        let Some(piece) = piece else { return };
-        if self.haves.is_empty() {
-            return;
-        }
-        let mut haves = std::mem::take(&mut self.haves);
-        // Stable: equal delays keep send order.
-        haves.sort_by_key(|&(d, _)| d);
-        let mut k = 0;
-        while k < haves.len() {
-            let d = haves[k].0;
-            let conns: Vec<u32> = haves[k..]
-                .iter()
-                .take_while(|h| h.0 == d)
-                .map(|h| h.1)
-                .collect();
-            k += conns.len();
-            self.push(self.now + d, Ev::Haves { piece, conns });
-        }
-        haves.clear();
-        self.haves = haves;
-    }
-
-    /// Hashes `piece` for node `i`: good unless a corrupt peer supplied an
-    /// accepted block of it.
-    fn verify(&mut self, i: u32, piece: u32) {
-        let now = Time::from_micros(self.now);
-        let n = &mut self.nodes[i as usize];
-        let bad = n.tainted.iter().position(|&p| p == piece);
-        if let Some(pos) = bad {
-            n.tainted.swap_remove(pos);
-            self.failed += 1;
-            n.swarm
-                .handle_piece_verified(now, piece, false)
-                .expect("the swarm asked for this verification");
-            return;
-        }
-        n.swarm
-            .handle_piece_verified(now, piece, true)
-            .expect("the swarm asked for this verification");
-        n.swarm
-            .handle_piece_stored(now, piece)
-            .expect("a verified piece is awaiting storage");
-        n.clean += 1;
-        // Copies on corrupt peers do not count: nobody can fetch them.
-        if !n.spec.seed && !n.spec.corrupt {
-            let h = &mut self.holders[piece as usize];
-            *h += 1;
-            if *h == 1 {
-                self.covered += 1;
-                if self.covered == self.pieces {
-                    self.one_copy_exists();
-                }
-            }
-        }
-    }
-
-    fn completed(&mut self, i: u32) {
-        let n = &mut self.nodes[i as usize];
-        if n.completed_at.is_some() || n.spec.seed {
-            return;
-        }
-        n.completed_at = Some(self.now);
-        if !n.spec.corrupt && n.spec.leave.is_none() {
-            self.waiting -= 1;
-        }
-    }
-
-    /// Closes half `c` (our side only): drops its queue and flow.
-    pub(crate) fn close(&mut self, c: u32) {
-        let conn = &mut self.conns[c as usize];
-        if !conn.up {
-            return;
-        }
-        conn.up = false;
-        conn.queue.clear();
-        let node = conn.node;
-        let flow = conn.flow.take();
-        self.nodes[node as usize].live -= 1;
-        if let Some(f) = flow {
-            self.end_flow(f);
-        }
-        // Data flowing towards us on this link is lost too.
-        if let Some(f) = self.conns[(c ^ 1) as usize].flow.take() {
-            self.conns[(c ^ 1) as usize].queue.clear();
-            self.end_flow(f);
+        for n in [a, b] {
+            let (part, world) = self.at(n);
+            part.drain(n, world);
         }
     }
 }

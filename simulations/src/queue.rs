@@ -16,8 +16,10 @@
 //!   events of slot `cur`; bucket
 //!   `s % SLOTS` holds those of slot `s` for `cur < s < cur + SLOTS`;
 //!   `far` holds the rest (slot ≥ `cur + SLOTS`).
-//! - No event is ever pushed for a slot before `cur` (the caller never
-//!   schedules in the past).
+//! - An event pushed for a slot before `cur` (possible after `peek_at`
+//!   has loaded a later slot) goes to `near`, which `pop` compares with
+//!   `slot` by (time, sequence); nothing is ever pushed before the last
+//!   pop.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -116,6 +118,18 @@ impl<T> Queue<T> {
             self.near.pop()
         };
         e.map(|e| (e.at, e.item))
+    }
+
+    /// The time of the earliest event, without taking it.
+    pub fn peek_at(&mut self) -> Option<u64> {
+        if self.near.is_empty() && self.slot.is_empty() && !self.advance() {
+            return None;
+        }
+        match (self.slot.last(), self.near.peek()) {
+            (Some(s), Some(n)) => Some(s.at.min(n.at)),
+            (Some(s), None) => Some(s.at),
+            (None, n) => n.map(|n| n.at),
+        }
     }
 
     /// Pending events.

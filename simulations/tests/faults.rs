@@ -5,6 +5,7 @@
 //! seed may leave once one copy exists, replicated tracker tables
 //! converge after a heal, and faulty runs are deterministic too.
 
+use shoal_sim::net::Sim;
 use shoal_sim::outcome::Outcome;
 use shoal_sim::replication;
 use shoal_sim::run::run_scenario;
@@ -150,4 +151,24 @@ fn a_faulty_run_is_deterministic() {
     let (_, b) = run(&text);
     assert_eq!(a, b);
     assert!(a.all_completed());
+}
+
+/// The two parts run on one thread or on two, every window: the same
+/// faulty run (loss, churn, crashes, corrupt peers, a seed that leaves)
+/// must come out identical either way, since each part reads nothing the
+/// other changes inside a window.
+#[test]
+fn the_thread_count_does_not_change_a_run() {
+    let text = format!(
+        "{}\n[faults]\ncorrupt_fraction = 0.05\nleave_fraction = 0.1\ncrash_fraction = 0.1\nchurn_from_secs = 0.1\nchurn_until_secs = 0.4\ndetect_secs = 0.5\nredial_secs = 0.1\nseed_leaves_after_copy = true\n",
+        BASE.replace("nodes = 200", "nodes = 120")
+            .replace("[[class]]", "[[class]]\nloss = 0.001")
+    );
+    let setup = Setup::from_scenario(&Scenario::parse(&text).unwrap()).unwrap();
+    let one = Sim::new(&setup).with_threads(1).run();
+    let two = Sim::new(&setup).with_threads(2).with_parallel_from(0).run();
+    assert!(one.all_completed());
+    assert!(one.seeds_left_us.is_some(), "the seed left");
+    assert!(one.nodes.iter().any(|n| n.crashed), "somebody crashed");
+    assert_eq!(one, two);
 }

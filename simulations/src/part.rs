@@ -1,0 +1,495 @@
+//! One part of the nodes and what happens at them: message delivery, the
+//! caller's duties, and the part's own queue.
+//!
+//! A part changes only its own nodes, their connection halves and their
+//! flows; it reads the [`World`] and nothing of the other part. Whatever
+//! it would do to another node becomes an event (queued here when the
+//! node is ours, in `out` when it is not), a flow delta (`deltas`, for
+//! `Sim::settle`) or a request to the simulator (`redials`). Events for
+//! other nodes are never due inside the current window: they take at
+//! least one latency.
+//!
+//! # Duties
+//! Done as a daemon would, but instantly: a piece verifies good unless one
+//! of its accepted blocks came from a corrupt peer (the simulator tracks
+//! provenance); `Choke` drops queued serves to that peer, `AbortServe`
+//! one; `Disconnect` closes our half now and the other half one latency
+//! later (until then its flow towards us still runs, and what arrives is
+//! dropped); `Ban` is remembered so the node never redials that peer.
+//!
+//! # Speed
+//! At thousands of nodes nearly every event lands on a node whose memory
+//! is not in cache, and the run's time is the sum of those misses. Events
+//! therefore carry their target node (and a flow completion its half), so
+//! that `warm` can start fetching the node's hot lines, the connection and
+//! the flow together instead of one after the other; a `Haves` event
+//! fetches all its receivers before handling any. Warming only reads, so
+//! it cannot change a result.
+
+use shoal_proto::swarm::{Action, BlockOutcome, Message, PeerKey, Time};
+
+use crate::flows::Flow;
+use crate::net::{ConnState, Ev, Life, Node, World};
+use crate::queue::Queue;
+use crate::rng::SplitMix;
+
+/// A flow into `to` from half `half` started (`start`) or ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delta {
+    pub(crate) to: u32,
+    pub(crate) half: u32,
+    pub(crate) start: bool,
+}
+
+/// One part of the nodes.
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub(crate) index: usize,
+    /// The first node's index; the nodes are `base..base + nodes.len()`.
+    pub(crate) base: u32,
+    pub(crate) now: u64,
+    /// Time of the last event handled.
+    pub(crate) last_at: u64,
+    queue: Queue<Ev>,
+    pub(crate) nodes: Vec<Node>,
+    /// Indexed by half; only our own halves' entries are used.
+    pub(crate) conns: Vec<ConnState>,
+    pub(crate) flows: Vec<Flow>,
+    pub(crate) free_flows: Vec<u32>,
+    /// Loss draws for our nodes' messages.
+    rng: SplitMix,
+    /// Our honest leechers holding each piece.
+    holders: Vec<u32>,
+    // For the simulator, collected at the window's end:
+    /// Events for the other part's nodes.
+    pub(crate) out: Vec<(u64, Ev)>,
+    pub(crate) deltas: Vec<Delta>,
+    /// `(when, node)`: nodes that want to redial.
+    pub(crate) redials: Vec<(u64, u32)>,
+    /// Pieces our honest leechers now hold for the first time.
+    pub(crate) newly_held: Vec<u32>,
+    /// Staying honest leechers completed.
+    pub(crate) done: usize,
+    pub(crate) bans: Vec<(u32, u32)>,
+    pub(crate) events: u64,
+    pub(crate) stale: u64,
+    pub(crate) failed: u64,
+    pub(crate) scratch_caps: Vec<(f64, u32)>,
+    haves: Vec<(u64, u32)>,
+}
+
+impl Part {
+    pub(crate) fn new(index: usize, base: u32, nodes: Vec<Node>, pieces: u32, seed: u64) -> Part {
+        Part {
+            index,
+            base,
+            now: 0,
+            last_at: 0,
+            queue: Queue::default(),
+            nodes,
+            conns: Vec::new(),
+            flows: Vec::new(),
+            free_flows: Vec::new(),
+            rng: SplitMix::new(seed ^ 0x6e65_7477_6f72_6b00 ^ (index as u64).wrapping_mul(0x9e37)),
+            holders: vec![0; pieces as usize],
+            out: Vec::new(),
+            deltas: Vec::new(),
+            redials: Vec::new(),
+            newly_held: Vec::new(),
+            done: 0,
+            bans: Vec::new(),
+            events: 0,
+            stale: 0,
+            failed: 0,
+            scratch_caps: Vec::new(),
+            haves: Vec::new(),
+        }
+    }
+
+    pub(crate) fn node(&mut self, i: u32) -> &mut Node {
+        &mut self.nodes[(i - self.base) as usize]
+    }
+
+    fn node_ref(&self, i: u32) -> &Node {
+        &self.nodes[(i - self.base) as usize]
+    }
+
+    pub(crate) fn peek_at(&mut self) -> Option<u64> {
+        self.queue.peek_at()
+    }
+
+    /// Queues an event for one of our nodes.
+    pub(crate) fn push(&mut self, at: u64, ev: Ev) {
+        self.queue.push(at, ev);
+    }
+
+    /// Queues an event for node `to`, ours or the other part's.
+    pub(crate) fn route(&mut self, world: &World, at: u64, to: u32, ev: Ev) {
+        if world.part_of(to) == self.index {
+            self.queue.push(at, ev);
+        } else {
+            self.out.push((at, ev));
+        }
+    }
+
+    /// Handles every event before `end`.
+    pub(crate) fn run_until(&mut self, end: u64, world: &World) {
+        while self.queue.peek_at().is_some_and(|at| at < end) {
+            let (at, ev) = self.queue.pop().expect("peeked");
+            self.now = at;
+            self.last_at = at;
+            self.events += 1;
+            self.step(world, ev);
+        }
+    }
+
+    fn step(&mut self, world: &World, ev: Ev) {
+        let now = Time::from_micros(self.now);
+        match ev {
+            Ev::Msg { conn, to, msg } => {
+                self.warm(to);
+                if !self.conns[conn as usize].up {
+                    return;
+                }
+                let s = &mut self.node(to).swarm;
+                let k = PeerKey(u64::from(conn));
+                // An error means the receiver refused the input (it dropped
+                // the sender a moment ago, say); it has said so in actions.
+                let _ = match msg {
+                    Message::Interested => s.handle_interested(now, k, true),
+                    Message::NotInterested => s.handle_interested(now, k, false),
+                    Message::Choke => s.handle_choked(now, k, true),
+                    Message::Unchoke => s.handle_choked(now, k, false),
+                    Message::Request(b) => s.handle_request(now, k, b),
+                    Message::Cancel(b) => s.handle_cancel(now, k, b),
+                    Message::Reject(b) => s.handle_reject(now, k, b),
+                    Message::Have(p) => s.handle_have(now, k, p),
+                    Message::Bitfield(bytes) => s.handle_bitfield(now, k, &bytes),
+                    Message::HaveAll => s.handle_have_all(now, k),
+                    Message::HaveNone => s.handle_have_none(now, k),
+                };
+                self.drain(to, world);
+            }
+            Ev::Haves { piece, conns } => {
+                // Fetch every receiver's connection, then every receiver's
+                // node, before handling any: independent loads overlap.
+                for &conn in &conns {
+                    std::hint::black_box(self.conns[conn as usize].up);
+                }
+                for &conn in &conns {
+                    self.warm(world.halves[conn as usize].node);
+                }
+                // Then, the headers being on their way, each receiver's
+                // own pieces and its entry for the sender.
+                for &conn in &conns {
+                    let n = self.node_ref(world.halves[conn as usize].node);
+                    std::hint::black_box((
+                        n.swarm.has_piece(piece),
+                        n.swarm.is_unchoked(PeerKey(u64::from(conn))),
+                    ));
+                }
+                for conn in conns {
+                    if !self.conns[conn as usize].up {
+                        continue;
+                    }
+                    let to = world.halves[conn as usize].node;
+                    let k = PeerKey(u64::from(conn));
+                    let _ = self.node(to).swarm.handle_have(now, k, piece);
+                    self.drain(to, world);
+                }
+            }
+            Ev::FlowDone {
+                flow,
+                version,
+                from,
+                conn,
+            } => {
+                self.warm(from);
+                std::hint::black_box(self.conns[conn as usize].up);
+                if !self.flow_done(world, flow, version) {
+                    self.stale += 1;
+                }
+            }
+            Ev::BlockIn {
+                conn,
+                to,
+                block,
+                corrupt,
+            } => {
+                self.warm(to);
+                if !self.conns[conn as usize].up {
+                    return;
+                }
+                let n = self.node(to);
+                let k = PeerKey(u64::from(conn));
+                n.swarm.handle_bytes_received(now, k, u64::from(block.len));
+                let accepted = n.swarm.handle_block(now, k, block) == Ok(BlockOutcome::Accepted);
+                if accepted && corrupt && !n.tainted.contains(&block.piece) {
+                    n.tainted.push(block.piece);
+                }
+                self.drain(to, world);
+            }
+            Ev::Timer { node, at } => {
+                let n = self.node(node);
+                if n.timer != Some(at) || n.life != Life::Alive {
+                    self.stale += 1;
+                    return;
+                }
+                n.timer = None;
+                n.swarm.handle_timeout(now);
+                self.drain(node, world);
+            }
+            Ev::Gone { conn } => {
+                if !self.conns[conn as usize].up {
+                    return;
+                }
+                let node = world.halves[conn as usize].node;
+                self.close(world, conn);
+                self.node(node)
+                    .swarm
+                    .handle_peer_disconnected(now, PeerKey(u64::from(conn)));
+                self.drain(node, world);
+                self.want_redial(world, node);
+            }
+        }
+    }
+
+    /// Carries out everything node `i` asks for, then re-arms its timer.
+    pub(crate) fn drain(&mut self, i: u32, world: &World) {
+        if self.node(i).life != Life::Alive {
+            return;
+        }
+        let mut have_piece = None;
+        while let Some(a) = self.node(i).swarm.poll_action() {
+            if let Action::Send {
+                peer,
+                message: Message::Have(p),
+            } = a
+            {
+                if have_piece != Some(p) {
+                    self.flush_haves(world, have_piece);
+                    have_piece = Some(p);
+                }
+                let c = peer.0 as u32;
+                if self.sendable(world, c) {
+                    let d = self.msg_delay(world, c);
+                    self.haves.push((d, c ^ 1));
+                }
+                continue;
+            }
+            self.flush_haves(world, have_piece.take());
+            match a {
+                Action::Send { peer, message } => {
+                    let c = peer.0 as u32;
+                    if !self.sendable(world, c) {
+                        continue;
+                    }
+                    if message == Message::Choke {
+                        self.conns[c as usize].queue.clear();
+                    }
+                    let at = self.now + self.msg_delay(world, c);
+                    let to = world.halves[c as usize].peer;
+                    let ev = Ev::Msg {
+                        conn: c ^ 1,
+                        to,
+                        msg: message,
+                    };
+                    self.route(world, at, to, ev);
+                }
+                Action::ServeBlock { peer, block } => self.serve(world, peer.0 as u32, block),
+                Action::AbortServe { peer, block } => {
+                    let q = &mut self.conns[peer.0 as usize].queue;
+                    if let Some(pos) = q.iter().position(|b| *b == block) {
+                        q.remove(pos);
+                    }
+                }
+                Action::VerifyPiece { piece } => self.verify(i, piece),
+                Action::Disconnect { peer, .. } => {
+                    let c = peer.0 as u32;
+                    if self.conns[c as usize].up {
+                        self.close(world, c);
+                        let h = &world.halves[c as usize];
+                        if !world.cut(self.now, i, h.peer) {
+                            let (at, to) = (self.now + h.lat, h.peer);
+                            self.route(world, at, to, Ev::Gone { conn: c ^ 1 });
+                        }
+                        self.want_redial(world, i);
+                    }
+                }
+                Action::Ban { peer } => {
+                    let j = world.halves[peer.0 as usize].peer;
+                    self.node(i).banned.push(j);
+                    self.bans.push((i, j));
+                }
+                Action::Completed => self.completed(i),
+            }
+        }
+        self.flush_haves(world, have_piece);
+        let n = self.node(i);
+        let t = n.swarm.poll_timeout().map(Time::as_micros);
+        if t != n.timer {
+            n.timer = t;
+            if let Some(at) = t {
+                let now = self.now;
+                self.push(at.max(now), Ev::Timer { node: i, at });
+            }
+        }
+    }
+
+    /// Starts fetching the memory an input to node `i` reads first (the
+    /// node's header and its swarm's hot fields, through read-only calls)
+    /// without waiting for it, so that those cache misses overlap each
+    /// other and the connection's instead of following one another.
+    /// Reads only: it changes nothing.
+    fn warm(&self, i: u32) {
+        let n = self.node_ref(i);
+        std::hint::black_box((
+            n.timer,
+            n.swarm.poll_timeout(),
+            n.swarm.is_complete(),
+            n.swarm.is_spreading(),
+        ));
+    }
+
+    /// Whether a message may leave on our half `c`: it is up and the path
+    /// is not cut (a cut drops everything until the ends notice).
+    fn sendable(&self, world: &World, c: u32) -> bool {
+        let h = &world.halves[c as usize];
+        self.conns[c as usize].up && !world.cut(self.now, h.node, h.peer)
+    }
+
+    /// Delay of one control message on half `c`'s path: latency, plus one
+    /// retransmission timeout (2 × RTT, at least 1 ms) per loss.
+    fn msg_delay(&mut self, world: &World, c: u32) -> u64 {
+        let h = &world.halves[c as usize];
+        let (lat, loss) = (h.lat, h.loss);
+        let mut d = lat;
+        if loss > 0.0 {
+            let rto = (4 * lat).max(1000);
+            // Bounded: a message is never lost more than 16 times.
+            for _ in 0..16 {
+                if (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 >= loss {
+                    break;
+                }
+                d += rto;
+            }
+        }
+        d
+    }
+
+    /// Sends the collected `Have(piece)`s, one event per distinct delay
+    /// and receiving part.
+    fn flush_haves(&mut self, world: &World, piece: Option<u32>) {
+        let Some(piece) = piece else { return };
+        if self.haves.is_empty() {
+            return;
+        }
+        let mut haves = std::mem::take(&mut self.haves);
+        // Stable: equal keys keep send order.
+        haves.sort_by_key(|&(d, c)| (d, world.part_of(world.halves[c as usize].node)));
+        let mut k = 0;
+        while k < haves.len() {
+            let (d, c) = haves[k];
+            let to = world.halves[c as usize].node;
+            let part = world.part_of(to);
+            let conns: Vec<u32> = haves[k..]
+                .iter()
+                .take_while(|h| h.0 == d && world.part_of(world.halves[h.1 as usize].node) == part)
+                .map(|h| h.1)
+                .collect();
+            k += conns.len();
+            let at = self.now + d;
+            self.route(world, at, to, Ev::Haves { piece, conns });
+        }
+        haves.clear();
+        self.haves = haves;
+    }
+
+    /// Hashes `piece` for node `i`: good unless a corrupt peer supplied an
+    /// accepted block of it.
+    fn verify(&mut self, i: u32, piece: u32) {
+        let now = Time::from_micros(self.now);
+        let n = &mut self.nodes[(i - self.base) as usize];
+        let bad = n.tainted.iter().position(|&p| p == piece);
+        if let Some(pos) = bad {
+            n.tainted.swap_remove(pos);
+            self.failed += 1;
+            n.swarm
+                .handle_piece_verified(now, piece, false)
+                .expect("the swarm asked for this verification");
+            return;
+        }
+        n.swarm
+            .handle_piece_verified(now, piece, true)
+            .expect("the swarm asked for this verification");
+        n.swarm
+            .handle_piece_stored(now, piece)
+            .expect("a verified piece is awaiting storage");
+        n.clean += 1;
+        // Copies on corrupt peers do not count: nobody can fetch them.
+        if !n.spec.seed && !n.spec.corrupt {
+            let h = &mut self.holders[piece as usize];
+            *h += 1;
+            if *h == 1 {
+                self.newly_held.push(piece);
+            }
+        }
+    }
+
+    fn completed(&mut self, i: u32) {
+        let now = self.now;
+        let n = self.node(i);
+        if n.completed_at.is_some() || n.spec.seed {
+            return;
+        }
+        n.completed_at = Some(now);
+        if !n.spec.corrupt && n.spec.leave.is_none() {
+            self.done += 1;
+        }
+    }
+
+    /// Closes our half `c`: drops its queue and flow. The other end's flow
+    /// towards us runs on until it learns of the close.
+    pub(crate) fn close(&mut self, world: &World, c: u32) {
+        let conn = &mut self.conns[c as usize];
+        if !conn.up {
+            return;
+        }
+        conn.up = false;
+        conn.queue.clear();
+        let flow = conn.flow.take();
+        self.node(world.halves[c as usize].node).live -= 1;
+        if let Some(f) = flow {
+            self.end_flow(world, f);
+        }
+    }
+
+    /// Drops our half `c`'s queue and flow, leaving it up: what was on
+    /// its way to the other end is lost.
+    pub(crate) fn kill_flow(&mut self, world: &World, c: u32) {
+        self.conns[c as usize].queue.clear();
+        if let Some(f) = self.conns[c as usize].flow.take() {
+            self.end_flow(world, f);
+        }
+    }
+
+    /// Asks for a redial for `i` if it may need one.
+    pub(crate) fn want_redial(&mut self, world: &World, i: u32) {
+        let now = self.now;
+        let n = self.node(i);
+        let degree = if n.spec.seed {
+            world.seed_degree
+        } else {
+            world.degree
+        };
+        if n.life != Life::Alive
+            || n.redial_pending
+            || (!n.spec.seed && n.swarm.is_complete())
+            || (n.live as usize) >= degree
+        {
+            return;
+        }
+        n.redial_pending = true;
+        self.redials.push((now + world.redial_us, i));
+    }
+}
