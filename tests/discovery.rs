@@ -98,7 +98,6 @@ async fn leechers_that_know_only_the_seed_find_and_feed_each_other() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let mut leecher_upload = 0;
     for (i, (_, t, target)) in leechers.iter().enumerate() {
         let s = wait_status("complete", Duration::from_secs(5), t, |s| s.complete).await;
         assert!(
@@ -108,12 +107,25 @@ async fn leechers_that_know_only_the_seed_find_and_feed_each_other() {
             s.known_peers
         );
         assert!(!met[i].contains(&seed_id));
-        leecher_upload += s.stats.uploaded;
         let got = std::fs::read(target.join("image.bin")).unwrap();
         assert!(got == want, "leecher {i}: content differs");
     }
-    let seed_upload = st.status().await.unwrap().stats.uploaded;
     let copies = LEECHERS as u64 * LEN as u64;
+    // A block counts as uploaded once its receiver has acknowledged every
+    // byte, a moment after the receiver has the piece: read the counters
+    // until they cover the copies, for a few seconds at most.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (seed_upload, leecher_upload) = loop {
+        let mut leecher_upload = 0;
+        for (_, t, _) in &leechers {
+            leecher_upload += t.status().await.unwrap().stats.uploaded;
+        }
+        let seed_upload = st.status().await.unwrap().stats.uploaded;
+        if seed_upload + leecher_upload >= copies || tokio::time::Instant::now() >= deadline {
+            break (seed_upload, leecher_upload);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         leecher_upload > 0,
         "leechers uploaded nothing to each other"

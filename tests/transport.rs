@@ -316,13 +316,15 @@ async fn bulk_blocks_arrive_intact_while_control_keeps_flowing() {
     let (eighth_tx, eighth_rx) = tokio::sync::oneshot::channel::<()>();
     let start = Instant::now();
     let uploader = async {
+        let mut deliveries = Vec::new();
         for (i, block) in blocks.iter().enumerate() {
             let slice = data.slice(i * BLOCK..(i + 1) * BLOCK);
-            p.ba.send_block(*block, slice).await.expect("block");
+            deliveries.push(p.ba.send_block(*block, slice).await.expect("block"));
         }
         eighth_rx.await.expect("eighth");
         p.ba.send(Message::Have(3)).await.expect("have");
         p.ba.send(Message::KeepAlive).await.expect("keepalive");
+        deliveries
     };
     let downloader = async {
         let mut received = vec![0u8; TOTAL];
@@ -353,9 +355,17 @@ async fn bulk_blocks_arrive_intact_while_control_keeps_flowing() {
         }
         (received, have_after)
     };
-    let ((), (received, have_after)) = within(async { tokio::join!(uploader, downloader) }).await;
+    let (deliveries, (received, have_after)) =
+        within(async { tokio::join!(uploader, downloader) }).await;
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(blake3::hash(&received), sent_hash, "64 MiB arrive intact");
+    // Every block the peer received is reported delivered to the sender.
+    for d in deliveries {
+        assert!(
+            within(d.delivered()).await,
+            "a received block not delivered"
+        );
+    }
     let have_after = have_after.expect("the Have arrived during the transfer");
     assert!(
         have_after < blocks.len(),
@@ -584,14 +594,29 @@ async fn cancel_resets_and_refuse_stops_block_streams() {
         offset: 0,
         length: 1 << 20,
     };
-    ba.send_block(big, Bytes::from(vec![1u8; 1 << 20]))
+    let delivery = ba
+        .send_block(big, Bytes::from(vec![1u8; 1 << 20]))
         .await
         .expect("block");
+    let delivered = delivery.delivered();
+    tokio::pin!(delivered);
     let mut uni = within(conn.accept_uni()).await.expect("block stream");
     let mut header = [0u8; 13];
     uni.read_exact(&mut header).await.expect("header");
     assert_eq!(header, encode_block_header(&big));
+    // Queued and partly sent is not delivered: the peer has read only
+    // the header.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut delivered)
+            .await
+            .is_err(),
+        "reported delivered before the peer had it"
+    );
     ba.cancel_block(big).await.expect("cancel");
+    assert!(
+        !within(&mut delivered).await,
+        "a cancelled block was delivered"
+    );
     let reset = within(async {
         loop {
             match uni.read_chunk(usize::MAX, true).await {

@@ -51,7 +51,7 @@ use super::{
 };
 use crate::storage::StorageHandle;
 use crate::transport::{
-    ConnId, ConnectError, ConnectionHandle, Endpoint, Outbound, TransportEvent,
+    ConnId, ConnectError, ConnectionHandle, Delivery, Endpoint, Outbound, TransportEvent,
 };
 
 mod conns;
@@ -117,10 +117,10 @@ struct Peer {
 }
 
 /// How serving one block ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Served {
-    /// Queued on its stream.
-    Sent,
+    /// Queued on its stream; the delivery tells when it has left.
+    Queued(Delivery),
     /// Storage could not read it.
     ReadFailed,
     /// The connection is closed.
@@ -156,6 +156,8 @@ pub(crate) struct Actor {
     tls: JoinSet<TlsResult>,
     connecting: JoinSet<ConnectResult>,
     serving: JoinSet<(PeerKey, BlockRef, Served)>,
+    /// Blocks handed to the transport, until the peer has them all.
+    delivering: JoinSet<(PeerKey, BlockRef, bool)>,
     serve_handles: HashMap<(PeerKey, BlockRef), AbortHandle>,
     serve_pool: Arc<Semaphore>,
     verifying: JoinSet<(u32, Option<Vec<u8>>)>,
@@ -196,6 +198,7 @@ impl Actor {
             tls: JoinSet::new(),
             connecting: JoinSet::new(),
             serving: JoinSet::new(),
+            delivering: JoinSet::new(),
             serve_handles: HashMap::new(),
             serve_pool: Arc::new(Semaphore::new(SERVE_CONCURRENCY)),
             verifying: JoinSet::new(),
@@ -247,6 +250,12 @@ impl Actor {
                 Some(Ok((key, attempt, res))) = self.connecting.join_next() => self.on_connected(key, attempt, res),
                 Some(Ok((peer, block, served))) = self.serving.join_next() => {
                     self.on_served(peer, block, served);
+                }
+                Some(Ok((peer, block, delivered))) = self.delivering.join_next() => {
+                    if delivered {
+                        let now = self.now();
+                        self.swarm.handle_bytes_sent(now, peer, u64::from(block.len));
+                    }
                 }
                 Some(Ok((piece, data))) = self.verifying.join_next() => self.on_verified(piece, data),
                 Some(Ok((piece, ok))) = self.writing.join_next() => self.on_written(piece, ok),
@@ -510,7 +519,7 @@ impl Actor {
                     .send_block(to_wire_block(block), Bytes::from(data))
                     .await
                 {
-                    Ok(()) => Served::Sent,
+                    Ok(delivery) => Served::Queued(delivery),
                     Err(_) => Served::SendFailed,
                 },
                 Err(e) => {
@@ -528,10 +537,15 @@ impl Actor {
     fn on_served(&mut self, peer: PeerKey, block: BlockRef, served: Served) {
         self.serve_handles.remove(&(peer, block));
         match served {
-            Served::Sent => {
-                let now = self.now();
-                self.swarm
-                    .handle_bytes_sent(now, peer, u64::from(block.len));
+            // Counted as sent once the peer has every byte: a block queued
+            // in quinn's send buffer may not leave for a second or more,
+            // and the swarm's upload rates and slot-stall checks must see
+            // bytes when they go, as the simulator models them.
+            Served::Queued(delivery) => {
+                self.delivering.spawn(async move {
+                    let ok = delivery.delivered().await;
+                    (peer, block, ok)
+                });
             }
             // Every request is answered: a block we cannot read is
             // rejected, so the peer asks elsewhere instead of stalling.

@@ -17,6 +17,10 @@
 //! - Cancelling a block we send resets its stream with `Cancelled`;
 //!   refusing one we receive stops it with `Unwanted`. Either is a no-op
 //!   once the block is done.
+//! - A block we send is *delivered* once the peer has acknowledged every
+//!   byte of its stream, and only then (not when quinn has buffered it:
+//!   with a 32 MiB send window that can be a second or more before the
+//!   bytes leave). Each `Send` says which it was on its own reply channel.
 //! - Block bodies are charged to the connection's [`Limiter`]: an upload
 //!   before each slice is handed to quinn, so a limited peer's bytes leave
 //!   at the limit; a download as it is read, so a limited reader stops
@@ -30,7 +34,7 @@ use quinn::VarInt;
 use shoal_proto::wire::{
     decode_block_header, encode_block_header, BlockRef, Geometry, StreamCode, BLOCK_HEADER_LEN,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +65,9 @@ pub(crate) enum BlockCommand {
         block: BlockRef,
         /// Exactly `block.length` bytes.
         data: Bytes,
+        /// True once the peer acknowledged the whole stream; false if it
+        /// was cancelled, refused or the connection is gone.
+        delivered: oneshot::Sender<bool>,
     },
     /// Reset the stream sending this block.
     Cancel(BlockRef),
@@ -115,12 +122,13 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(BlockCommand::Send { block, data }) => {
+                Some(BlockCommand::Send { block, data, delivered }) => {
                     let (seq, token) = sending.start(block);
                     let conn = conn.clone();
                     let limiter = limiter.clone();
                     senders.spawn(async move {
-                        send_block(conn, block, data, token, limiter).await;
+                        let ok = send_block(conn, block, data, token, limiter).await;
+                        let _ = delivered.send(ok);
                         (block, seq)
                     });
                 }
@@ -167,21 +175,21 @@ pub(crate) async fn run(
     while bodies.join_next().await.is_some() {}
 }
 
-/// Sends one block on a new stream, or resets the stream if `cancel`
-/// fires first.
+/// Sends one block on a new stream and waits for the peer to acknowledge
+/// all of it (true), or resets the stream if `cancel` fires first.
 async fn send_block(
     conn: quinn::Connection,
     block: BlockRef,
     data: Bytes,
     cancel: CancellationToken,
     limiter: Limiter,
-) {
+) -> bool {
     let mut send = tokio::select! {
         stream = conn.open_uni() => match stream {
             Ok(send) => send,
-            Err(_) => return,
+            Err(_) => return false,
         },
-        () = cancel.cancelled() => return,
+        () = cancel.cancelled() => return false,
     };
     let header = Bytes::copy_from_slice(&encode_block_header(&block));
     let write = async {
@@ -198,23 +206,28 @@ async fn send_block(
         }
         Ok(())
     };
-    let cancelled = tokio::select! {
-        written = write => {
-            match written {
-                Ok(()) => {
-                    let _ = send.finish();
-                }
-                // Stopped: the peer no longer wants it (`Unwanted`), which
-                // answers the request too. Otherwise the connection is
-                // gone.
-                Err(e) => tracing::trace!(?block, error = %e, "block stream not sent"),
-            }
+    let written = tokio::select! {
+        written = write => written,
+        () = cancel.cancelled() => {
+            let _ = send.reset(VarInt::from_u32(StreamCode::Cancelled.code()));
+            return false;
+        }
+    };
+    if let Err(e) = written {
+        // Stopped: the peer no longer wants it (`Unwanted`), which answers
+        // the request too. Otherwise the connection is gone.
+        tracing::trace!(?block, error = %e, "block stream not sent");
+        return false;
+    }
+    let _ = send.finish();
+    // `None`: finished and every byte acknowledged. `Some(code)`: the peer
+    // stopped it before reading it all.
+    tokio::select! {
+        acked = send.stopped() => matches!(acked, Ok(None)),
+        () = cancel.cancelled() => {
+            let _ = send.reset(VarInt::from_u32(StreamCode::Cancelled.code()));
             false
         }
-        () = cancel.cancelled() => true,
-    };
-    if cancelled {
-        let _ = send.reset(VarInt::from_u32(StreamCode::Cancelled.code()));
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_proto::wire::{BlockRef, CloseCode, FrameDecoder, Geometry, Message, NodeId};
 use shoal_proto::InfoHash;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -221,10 +221,18 @@ impl ConnectionHandle {
     }
 
     /// Sends a block on a stream of its own; `data` must be exactly
-    /// `block.length` bytes. Returns once the block is queued, not sent.
-    pub async fn send_block(&self, block: BlockRef, data: Bytes) -> Result<(), SendError> {
+    /// `block.length` bytes. Returns once the block is queued, not sent:
+    /// [`Delivery::delivered`] tells when (and whether) the peer has it.
+    pub async fn send_block(&self, block: BlockRef, data: Bytes) -> Result<Delivery, SendError> {
         self.check_block(&block, &data)?;
-        self.command(BlockCommand::Send { block, data }).await
+        let (delivered, rx) = oneshot::channel();
+        self.command(BlockCommand::Send {
+            block,
+            data,
+            delivered,
+        })
+        .await?;
+        Ok(Delivery(rx))
     }
 
     /// Stops sending `block` (the peer cancelled it): its stream is reset
@@ -276,6 +284,19 @@ impl ConnectionHandle {
             .send(command)
             .await
             .map_err(|_| SendError::Closed)
+    }
+}
+
+/// The outcome of one block sent with [`ConnectionHandle::send_block`].
+#[derive(Debug)]
+pub struct Delivery(oneshot::Receiver<bool>);
+
+impl Delivery {
+    /// True once the peer has acknowledged every byte of the block's
+    /// stream; false if it was cancelled, refused by the peer or lost with
+    /// the connection.
+    pub async fn delivered(self) -> bool {
+        self.0.await.unwrap_or(false)
     }
 }
 

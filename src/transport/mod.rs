@@ -46,7 +46,7 @@ use shoal_proto::wire::{
 };
 use tokio::sync::mpsc;
 
-pub use connection::ConnectionHandle;
+pub use connection::{ConnectionHandle, Delivery};
 pub use endpoint::{client_config, server_config, Endpoint, Inbound, Incoming, Outbound};
 pub use error::{CertError, ConnectError, SendError, TlsError, TransportError, Violation};
 pub use tls::{

@@ -142,7 +142,21 @@ fn download_pause_resume_metrics_and_remove() {
         metric(&seed_text, "shoal_tracker_torrents") >= 1.0,
         "{seed_text}"
     );
-    assert!(metric(&seed_text, "shoal_uploaded_bytes_total") >= sd.data.len() as f64);
+    // Uploads count once the receiver has acknowledged every byte, a
+    // moment after it has the data: read until they cover one copy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, body) = sd.seed.get("/metrics");
+        let up = metric(
+            &String::from_utf8(body).unwrap(),
+            "shoal_uploaded_bytes_total",
+        );
+        if up >= sd.data.len() as f64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "seed uploaded {up}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     // Per-torrent limits stick; node-wide ones read back.
     let path = format!("{TORRENTS}/{}", sd.ih);
