@@ -406,7 +406,7 @@ impl Sim {
     /// Runs one window and what follows it; false once the run is over.
     pub(crate) fn advance(&mut self) -> bool {
         let next_global = self.global.peek_at();
-        let next_part = self.parts.iter_mut().filter_map(|p| p.peek_at()).min();
+        let next_part = self.parts.iter().filter_map(Part::next_at).min();
         let Some(start) = next_part.into_iter().chain(next_global).min() else {
             return false;
         };

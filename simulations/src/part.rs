@@ -114,8 +114,9 @@ impl Part {
         &self.nodes[(i - self.base) as usize]
     }
 
-    pub(crate) fn peek_at(&mut self) -> Option<u64> {
-        self.queue.peek_at()
+    /// No later than our next event (see `Queue::lower_bound`).
+    pub(crate) fn next_at(&self) -> Option<u64> {
+        self.queue.lower_bound()
     }
 
     /// Queues an event for one of our nodes.
@@ -134,8 +135,7 @@ impl Part {
 
     /// Handles every event before `end`.
     pub(crate) fn run_until(&mut self, end: u64, world: &World) {
-        while self.queue.peek_at().is_some_and(|at| at < end) {
-            let (at, ev) = self.queue.pop().expect("peeked");
+        while let Some((at, ev)) = self.queue.pop_before(end) {
             self.now = at;
             self.last_at = at;
             self.events += 1;

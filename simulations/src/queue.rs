@@ -16,10 +16,10 @@
 //!   events of slot `cur`; bucket
 //!   `s % SLOTS` holds those of slot `s` for `cur < s < cur + SLOTS`;
 //!   `far` holds the rest (slot ≥ `cur + SLOTS`).
-//! - An event pushed for a slot before `cur` (possible after `peek_at`
-//!   has loaded a later slot) goes to `near`, which `pop` compares with
-//!   `slot` by (time, sequence); nothing is ever pushed before the last
-//!   pop.
+//! - No event is ever pushed before the last pop. One pushed for a slot
+//!   before `cur` would go to `near` (which `pop` compares with `slot` by
+//!   time and sequence), but `pop_before` never loads a slot past its
+//!   limit, so the simulator's windows do not make that happen.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -104,7 +104,7 @@ impl<T> Queue<T> {
 
     /// The earliest event and its time.
     pub fn pop(&mut self) -> Option<(u64, T)> {
-        if self.near.is_empty() && self.slot.is_empty() && !self.advance() {
+        if self.near.is_empty() && self.slot.is_empty() && !self.advance_within(u64::MAX) {
             return None;
         }
         // `Entry`'s order is reversed: the greater is the earlier.
@@ -120,11 +120,47 @@ impl<T> Queue<T> {
         e.map(|e| (e.at, e.item))
     }
 
-    /// The time of the earliest event, without taking it.
+    /// The earliest event, if it is due before `limit`. Never loads a
+    /// slot at or past `limit`'s, so that events pushed later for times
+    /// before that slot still go to the wheel, not to the `near` heap.
+    pub fn pop_before(&mut self, limit: u64) -> Option<(u64, T)> {
+        loop {
+            if let Some(at) = self.loaded_min() {
+                return if at < limit { self.pop() } else { None };
+            }
+            if !self.advance_within(limit >> SLOT_SHIFT) {
+                return None;
+            }
+        }
+    }
+
+    /// A time no later than the earliest event's (the exact time when the
+    /// current slot holds one, else the start of the first slot that
+    /// does), without loading anything.
+    pub fn lower_bound(&self) -> Option<u64> {
+        if let Some(at) = self.loaded_min() {
+            return Some(at);
+        }
+        if self.in_wheel > 0 {
+            for s in self.cur + 1..self.cur + SLOTS {
+                if !self.wheel[(s % SLOTS) as usize].is_empty() {
+                    return Some(s << SLOT_SHIFT);
+                }
+            }
+        }
+        self.far.peek().map(|e| e.at)
+    }
+
+    /// The earliest event's time, loading its slot (for a queue that is
+    /// pushed to rarely: pushes before the loaded slot go to `near`).
     pub fn peek_at(&mut self) -> Option<u64> {
-        if self.near.is_empty() && self.slot.is_empty() && !self.advance() {
+        if self.near.is_empty() && self.slot.is_empty() && !self.advance_within(u64::MAX) {
             return None;
         }
+        self.loaded_min()
+    }
+
+    fn loaded_min(&self) -> Option<u64> {
         match (self.slot.last(), self.near.peek()) {
             (Some(s), Some(n)) => Some(s.at.min(n.at)),
             (Some(s), None) => Some(s.at),
@@ -142,18 +178,23 @@ impl<T> Queue<T> {
         self.len() == 0
     }
 
-    /// Moves to the next slot holding events and loads it into `near`.
-    fn advance(&mut self) -> bool {
+    /// Moves to the next slot holding events, but not past `max_slot`,
+    /// and loads it into `slot`; false if there is none by then.
+    fn advance_within(&mut self, max_slot: u64) -> bool {
         loop {
-            if self.in_wheel == 0 {
+            let next = if self.in_wheel == 0 {
                 // Jump straight to the far heap's first slot.
                 let Some(e) = self.far.peek() else {
                     return false;
                 };
-                self.cur = e.at >> SLOT_SHIFT;
+                e.at >> SLOT_SHIFT
             } else {
-                self.cur += 1;
+                self.cur + 1
+            };
+            if next > max_slot {
+                return false;
             }
+            self.cur = next;
             // Slot `cur + SLOTS - 1` just entered the wheel's span.
             let horizon = self.cur + SLOTS;
             while self
@@ -234,5 +275,52 @@ mod tests {
         // (time, sequence) order.
         want.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    /// Windows as the simulator runs them: `pop_before` takes exactly the
+    /// events due before the limit, in order, `lower_bound` never exceeds
+    /// the next event's time, and events pushed after a window (for times
+    /// at or past its end) still come out in (time, push order) order.
+    #[test]
+    fn windows_pop_what_is_due_in_order() {
+        let mut rng = SplitMix::new(5);
+        let mut q = Queue::default();
+        let mut pending: Vec<(u64, u32)> = Vec::new();
+        let mut got = Vec::new();
+        let (mut now, mut id) = (0u64, 0u32);
+        for _ in 0..5_000 {
+            let bound = q.lower_bound();
+            let next = pending.iter().copied().min();
+            assert_eq!(bound.is_some(), next.is_some());
+            if let (Some(b), Some((at, _))) = (bound, next) {
+                assert!(b <= at, "lower bound {b} after the next event {at}");
+            }
+            let end = bound.unwrap_or(now).max(now) + 1 + rng.below(700);
+            while let Some((at, i)) = q.pop_before(end) {
+                assert!(at < end && at >= now);
+                now = at;
+                got.push((at, i));
+                pending.retain(|&(_, j)| j != i);
+            }
+            assert!(
+                pending.iter().all(|&(at, _)| at >= end),
+                "an event due was left"
+            );
+            now = now.max(end);
+            for _ in 0..rng.below(4) {
+                let span = [0, 64, 1_000, 300_000, 3_000_000][rng.below(5) as usize];
+                let at = now + rng.below(span + 1);
+                q.push(at, id);
+                pending.push((at, id));
+                id += 1;
+            }
+        }
+        while let Some(e) = q.pop() {
+            got.push(e);
+        }
+        let mut want = got.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "popped out of (time, push order) order");
+        assert_eq!(got.len(), id as usize);
     }
 }
