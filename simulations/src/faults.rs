@@ -98,7 +98,7 @@ impl Sim {
             part.push(now + delay, Ev::Gone { conn: c ^ 1 });
         }
         let life = if crash { Life::Crashed } else { Life::Left };
-        self.world.life[i as usize] = life;
+        self.world_mut().life[i as usize] = life;
         let n = self.node_mut(i);
         n.life = life;
         n.left_at = Some(now);

@@ -269,7 +269,7 @@ impl Sim {
                 } else {
                     0
                 };
-                let n = &mut self.world.in_count[j as usize].1;
+                let n = &mut self.world_mut().in_count[j as usize].1;
                 *n = n.wrapping_add_signed(count);
             }
             // Give the buffer back: it keeps its capacity.

@@ -29,6 +29,7 @@
 //!   belongs to its owner's part.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use shoal_proto::swarm::{BlockRef, Message, PeerKey, Swarm, Time};
@@ -51,10 +52,11 @@ pub(crate) enum Ev {
         to: u32,
         msg: Message,
     },
-    /// One `Have` to each receiver half in `conns` (all in one part).
+    /// One `Have` to each (receiver half, its node) in `conns`, all in
+    /// one part.
     Haves {
         piece: u32,
-        conns: Vec<u32>,
+        conns: Vec<(u32, u32)>,
     },
     /// `from` is the sending node, `conn` its half.
     FlowDone {
@@ -224,12 +226,69 @@ impl World {
 /// save.
 const PARALLEL_EVENTS: u64 = 256;
 
+/// The thread that runs part 1 in parallel windows, for the whole run: a
+/// thread started per window cost more than a small window's work (its
+/// stack's first pages alone are tens of µs).
+#[derive(Debug)]
+struct Worker {
+    jobs: mpsc::Sender<(Part, Arc<World>, u64)>,
+    done: mpsc::Receiver<Part>,
+}
+
+/// Spins a waiting thread does before it sleeps: windows follow each
+/// other within microseconds, and waking a sleeping thread costs more.
+const SPINS: u32 = 1 << 14;
+
+impl Worker {
+    fn start() -> Worker {
+        let (jobs, jobs_rx) = mpsc::channel::<(Part, Arc<World>, u64)>();
+        let (done_tx, done) = mpsc::channel();
+        // Detached: it ends when `jobs` is dropped with the simulator.
+        std::thread::spawn(move || {
+            while let Some((mut part, world, end)) = receive(&jobs_rx) {
+                part.run_until(end, &world);
+                // Let go of the world before the part goes back, so the
+                // simulator can change it as soon as it has the part.
+                drop(world);
+                if done_tx.send(part).is_err() {
+                    break;
+                }
+            }
+        });
+        Worker { jobs, done }
+    }
+
+    fn run(&self, part: Part, world: Arc<World>, end: u64) {
+        self.jobs
+            .send((part, world, end))
+            .expect("the part's thread is running");
+    }
+
+    fn finish(&self) -> Part {
+        receive(&self.done).expect("the part's thread panicked")
+    }
+}
+
+/// The next message, spinning a little before sleeping; `None` once the
+/// sender is gone.
+fn receive<T>(rx: &mpsc::Receiver<T>) -> Option<T> {
+    for _ in 0..SPINS {
+        match rx.try_recv() {
+            Ok(v) => return Some(v),
+            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    rx.recv().ok()
+}
+
 /// The simulator.
 #[derive(Debug)]
 pub struct Sim {
     pub(crate) now: u64,
-    pub(crate) world: World,
+    pub(crate) world: Arc<World>,
     pub(crate) parts: Vec<Part>,
+    worker: Option<Worker>,
     global: Queue<Gev>,
     pub(crate) link_of: BTreeMap<(u32, u32), u32>,
     pub(crate) rng: SplitMix,
@@ -322,8 +381,9 @@ impl Sim {
         let mut sim = Sim {
             now: 0,
             window_us: world.window_us(),
-            world,
+            world: Arc::new(world),
             parts,
+            worker: None,
             global: Queue::default(),
             link_of: BTreeMap::new(),
             rng: SplitMix::new(setup.seed ^ 0x6e65_7477_6f72_6b00),
@@ -431,20 +491,23 @@ impl Sim {
     /// last window was busy enough to pay for one.
     fn run_parts(&mut self, end: u64) {
         let before = self.events();
-        let world = &self.world;
         if self.threads > 1 && self.last_window_events >= self.parallel_from {
-            let (a, b) = self.parts.split_at_mut(1);
-            std::thread::scope(|s| {
-                let other = s.spawn(|| b[0].run_until(end, world));
-                a[0].run_until(end, world);
-                other.join().expect("a part's thread panicked");
-            });
+            let worker = self.worker.get_or_insert_with(Worker::start);
+            let second = self.parts.pop().expect("two parts");
+            worker.run(second, Arc::clone(&self.world), end);
+            self.parts[0].run_until(end, &self.world);
+            self.parts.push(worker.finish());
         } else {
             for p in &mut self.parts {
-                p.run_until(end, world);
+                p.run_until(end, &self.world);
             }
         }
         self.last_window_events = self.events() - before;
+    }
+
+    /// The world, to change between windows (no part holds it then).
+    pub(crate) fn world_mut(&mut self) -> &mut World {
+        Arc::get_mut(&mut self.world).expect("a part still holds the world")
     }
 
     /// Between windows: deliver what each part sent the other, bring
@@ -570,7 +633,7 @@ impl Sim {
         for (x, y) in [(a, b), (b, a)] {
             let c = self.world.halves.len() as u32;
             self.node_mut(x).halves.push(c);
-            self.world.halves.push(Half {
+            self.world_mut().halves.push(Half {
                 node: x,
                 peer: y,
                 cap,

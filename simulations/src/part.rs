@@ -75,7 +75,8 @@ pub(crate) struct Part {
     pub(crate) stale: u64,
     pub(crate) failed: u64,
     pub(crate) scratch_caps: Vec<(f64, u32)>,
-    haves: Vec<(u64, u32)>,
+    /// `Have`s being collected: (delay, receiving node, its half).
+    haves: Vec<(u64, u32, u32)>,
 }
 
 impl Part {
@@ -173,26 +174,25 @@ impl Part {
             Ev::Haves { piece, conns } => {
                 // Fetch every receiver's connection, then every receiver's
                 // node, before handling any: independent loads overlap.
-                for &conn in &conns {
+                for &(conn, _) in &conns {
                     std::hint::black_box(self.conns[conn as usize].up);
                 }
-                for &conn in &conns {
-                    self.warm(world.halves[conn as usize].node);
+                for &(_, to) in &conns {
+                    self.warm(to);
                 }
                 // Then, the headers being on their way, each receiver's
                 // own pieces and its entry for the sender.
-                for &conn in &conns {
-                    let n = self.node_ref(world.halves[conn as usize].node);
+                for &(conn, to) in &conns {
+                    let n = self.node_ref(to);
                     std::hint::black_box((
                         n.swarm.has_piece(piece),
                         n.swarm.is_unchoked(PeerKey(u64::from(conn))),
                     ));
                 }
-                for conn in conns {
+                for (conn, to) in conns {
                     if !self.conns[conn as usize].up {
                         continue;
                     }
-                    let to = world.halves[conn as usize].node;
                     let k = PeerKey(u64::from(conn));
                     let _ = self.node(to).swarm.handle_have(now, k, piece);
                     self.drain(to, world);
@@ -273,7 +273,10 @@ impl Part {
                 let c = peer.0 as u32;
                 if self.sendable(world, c) {
                     let d = self.msg_delay(world, c);
-                    self.haves.push((d, c ^ 1));
+                    // Our half names the receiver: its own half's record
+                    // would be one more cold line per receiver.
+                    let to = world.halves[c as usize].peer;
+                    self.haves.push((d, to, c ^ 1));
                 }
                 continue;
             }
@@ -386,16 +389,15 @@ impl Part {
         }
         let mut haves = std::mem::take(&mut self.haves);
         // Stable: equal keys keep send order.
-        haves.sort_by_key(|&(d, c)| (d, world.part_of(world.halves[c as usize].node)));
+        haves.sort_by_key(|&(d, to, _)| (d, world.part_of(to)));
         let mut k = 0;
         while k < haves.len() {
-            let (d, c) = haves[k];
-            let to = world.halves[c as usize].node;
+            let (d, to, _) = haves[k];
             let part = world.part_of(to);
-            let conns: Vec<u32> = haves[k..]
+            let conns: Vec<(u32, u32)> = haves[k..]
                 .iter()
-                .take_while(|h| h.0 == d && world.part_of(world.halves[h.1 as usize].node) == part)
-                .map(|h| h.1)
+                .take_while(|h| h.0 == d && world.part_of(h.1) == part)
+                .map(|h| (h.2, h.1))
                 .collect();
             k += conns.len();
             let at = self.now + d;
