@@ -156,19 +156,7 @@ impl Part {
                 let k = PeerKey(u64::from(conn));
                 // An error means the receiver refused the input (it dropped
                 // the sender a moment ago, say); it has said so in actions.
-                let _ = match msg {
-                    Message::Interested => s.handle_interested(now, k, true),
-                    Message::NotInterested => s.handle_interested(now, k, false),
-                    Message::Choke => s.handle_choked(now, k, true),
-                    Message::Unchoke => s.handle_choked(now, k, false),
-                    Message::Request(b) => s.handle_request(now, k, b),
-                    Message::Cancel(b) => s.handle_cancel(now, k, b),
-                    Message::Reject(b) => s.handle_reject(now, k, b),
-                    Message::Have(p) => s.handle_have(now, k, p),
-                    Message::Bitfield(bytes) => s.handle_bitfield(now, k, &bytes),
-                    Message::HaveAll => s.handle_have_all(now, k),
-                    Message::HaveNone => s.handle_have_none(now, k),
-                };
+                let _ = s.handle_message(now, k, msg);
                 self.drain(to, world);
             }
             Ev::Haves { piece, conns } => {

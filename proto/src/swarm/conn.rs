@@ -149,6 +149,30 @@ impl Swarm {
         Ok(())
     }
 
+    /// Hands a control message from `peer` to the handler for its kind:
+    /// for callers that carry [`Message`]s as values (the simulator, the
+    /// test network) rather than the wire's own type.
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        peer: PeerKey,
+        message: Message,
+    ) -> Result<(), SwarmError> {
+        match message {
+            Message::Interested => self.handle_interested(now, peer, true),
+            Message::NotInterested => self.handle_interested(now, peer, false),
+            Message::Choke => self.handle_choked(now, peer, true),
+            Message::Unchoke => self.handle_choked(now, peer, false),
+            Message::Request(b) => self.handle_request(now, peer, b),
+            Message::Cancel(b) => self.handle_cancel(now, peer, b),
+            Message::Reject(b) => self.handle_reject(now, peer, b),
+            Message::Have(p) => self.handle_have(now, peer, p),
+            Message::Bitfield(bytes) => self.handle_bitfield(now, peer, &bytes),
+            Message::HaveAll => self.handle_have_all(now, peer),
+            Message::HaveNone => self.handle_have_none(now, peer),
+        }
+    }
+
     /// The peer is (or is no longer) interested in our pieces.
     pub fn handle_interested(
         &mut self,

@@ -432,21 +432,8 @@ impl Net {
         let now = self.now;
         let s = &mut self.nodes[to].swarm;
         let k = key(from);
-        let r = match msg {
-            Message::Interested => s.handle_interested(now, k, true),
-            Message::NotInterested => s.handle_interested(now, k, false),
-            Message::Choke => s.handle_choked(now, k, true),
-            Message::Unchoke => s.handle_choked(now, k, false),
-            Message::Request(b) => s.handle_request(now, k, b),
-            Message::Cancel(b) => s.handle_cancel(now, k, b),
-            Message::Reject(b) => s.handle_reject(now, k, b),
-            Message::Have(p) => s.handle_have(now, k, p),
-            Message::Bitfield(bytes) => s.handle_bitfield(now, k, &bytes),
-            Message::HaveAll => s.handle_have_all(now, k),
-            Message::HaveNone => s.handle_have_none(now, k),
-        };
         // The receiver may have dropped the sender a moment ago.
-        let _ = r;
+        let _ = s.handle_message(now, k, msg);
     }
 
     fn start_upload(&mut self, from: usize) {
