@@ -133,6 +133,10 @@ fn bad_scenarios_are_refused() {
     assert!(Scenario::parse(&format!("{FLASH}\n[faults]\ncorrupt_fraction = 1.5\n")).is_err());
     let bad_cut = "[faults]\n[[faults.partition]]\nregions = [3]\nat_secs = 1\nheal_secs = 2\n";
     assert!(Scenario::parse(&format!("{FLASH}\n{bad_cut}")).is_err());
+    // A request larger than any peer serves (and than the wire carries)
+    // would leave every node waiting: refused up front.
+    let err = Scenario::parse(&format!("{FLASH}\n[swarm]\nblock_kib = 4096\n")).unwrap_err();
+    assert!(err.to_string().contains("block_size"), "{err}");
 }
 
 #[test]

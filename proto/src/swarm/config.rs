@@ -165,6 +165,17 @@ impl SwarmConfig {
         if self.max_request_len == 0 {
             return bad("max_request_len is zero");
         }
+        // Either way every request would be refused (by a peer like us, or
+        // by the wire), and a swarm would wait for its deadline instead
+        // of saying why.
+        if self.block_size > self.max_request_len {
+            return bad(
+                "block_size exceeds max_request_len: peers like us would refuse every request",
+            );
+        }
+        if self.block_size > crate::wire::MAX_BLOCK {
+            return bad("block_size exceeds the wire protocol's largest block (1 MiB)");
+        }
         if self.tick_interval.is_zero()
             || self.choke_interval.is_zero()
             || self.optimistic_interval.is_zero()
@@ -206,6 +217,18 @@ mod tests {
         SwarmConfig::default().validate().unwrap();
         let c = SwarmConfig {
             block_size: 0,
+            ..SwarmConfig::default()
+        };
+        assert!(c.validate().is_err());
+        // Larger than we serve, or than the wire carries.
+        let c = SwarmConfig {
+            block_size: 2 << 20,
+            ..SwarmConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = SwarmConfig {
+            block_size: 1 << 20,
+            max_request_len: 256 << 10,
             ..SwarmConfig::default()
         };
         assert!(c.validate().is_err());
