@@ -311,6 +311,7 @@ pub struct Sim {
     /// Scratch for `settle`: per node, the window it was last marked in.
     pub(crate) dirty_mark: Vec<u64>,
     pub(crate) settles: u64,
+    /// Windows run so far (for `--progress`).
     windows: u64,
     progress: bool,
 }
@@ -448,10 +449,11 @@ impl Sim {
             if self.progress && events >> 22 > reported {
                 reported = events >> 22;
                 eprintln!(
-                    "  {:.3} s simulated, {} waiting, {} events, {:.1} s wall",
+                    "  {:.3} s simulated, {} waiting, {} events in {} windows, {:.1} s wall",
                     self.now as f64 / 1e6,
                     self.waiting,
                     events,
+                    self.windows,
                     start.elapsed().as_secs_f64()
                 );
             }
