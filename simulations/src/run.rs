@@ -13,29 +13,39 @@ pub fn run_scenario(
     s: &crate::scenario::Scenario,
 ) -> anyhow::Result<(Outcome, std::time::Duration)> {
     let setup = Setup::from_scenario(s)?;
-    Ok(run_setup(&setup, false))
+    Ok(run_setup(&setup, false, None))
 }
 
-/// Runs the swarms of `setup`; returns the outcome and the wall time.
-fn run_setup(setup: &Setup, progress: bool) -> (Outcome, std::time::Duration) {
+/// Runs the swarms of `setup` (on `threads`, if given); returns the
+/// outcome and the wall time.
+fn run_setup(
+    setup: &Setup,
+    progress: bool,
+    threads: Option<usize>,
+) -> (Outcome, std::time::Duration) {
     let start = Instant::now();
-    let out = Sim::new(setup).with_progress(progress).run();
+    let mut sim = Sim::new(setup).with_progress(progress);
+    if let Some(n) = threads {
+        sim = sim.with_threads(n);
+    }
+    let out = sim.run();
     (out, start.elapsed())
 }
 
-/// [`run_scenario`], optionally printing progress to stderr, and then the
-/// scenario's tracker replicas (if any) over the same setup; the duration
-/// is the swarm run's.
+/// [`run_scenario`], optionally printing progress to stderr and on a
+/// given number of threads, and then the scenario's tracker replicas (if
+/// any) over the same setup; the duration is the swarm run's.
 pub fn run_scenario_with(
     s: &crate::scenario::Scenario,
     progress: bool,
+    threads: Option<usize>,
 ) -> anyhow::Result<(
     Outcome,
     std::time::Duration,
     Option<crate::replication::Replication>,
 )> {
     let setup = Setup::from_scenario(s)?;
-    let (out, wall) = run_setup(&setup, progress);
+    let (out, wall) = run_setup(&setup, progress, threads);
     let replication = crate::replication::run_for(s, &setup, &out);
     Ok((out, wall, replication))
 }
