@@ -30,6 +30,17 @@ up_mbps = 1000
 down_mbps = 4000
 "#;
 
+/// BASE with `nodes` leechers, 0.1% loss on every path, 5% corrupt
+/// peers, and a tenth leaving and a tenth crashing in 0.1-0.4 s; `extra`
+/// adds lines to `[faults]`.
+fn faulty(nodes: u32, extra: &str) -> String {
+    format!(
+        "{}\n[faults]\ncorrupt_fraction = 0.05\nleave_fraction = 0.1\ncrash_fraction = 0.1\nchurn_from_secs = 0.1\nchurn_until_secs = 0.4\ndetect_secs = 0.5\nredial_secs = 0.1\n{extra}",
+        BASE.replace("nodes = 200", &format!("nodes = {nodes}"))
+            .replace("[[class]]", "[[class]]\nloss = 0.001")
+    )
+}
+
 fn run(text: &str) -> (Scenario, Outcome) {
     let s = Scenario::parse(text).unwrap();
     let out = run_scenario(&s).unwrap().0;
@@ -142,11 +153,7 @@ fn a_partition_heals_and_the_tracker_replicas_converge() {
 
 #[test]
 fn a_faulty_run_is_deterministic() {
-    let text = format!(
-        "{}\n[faults]\ncorrupt_fraction = 0.05\nleave_fraction = 0.1\ncrash_fraction = 0.1\nchurn_from_secs = 0.1\nchurn_until_secs = 0.4\ndetect_secs = 0.5\nredial_secs = 0.1\n",
-        BASE.replace("nodes = 200", "nodes = 80")
-            .replace("[[class]]", "[[class]]\nloss = 0.001")
-    );
+    let text = faulty(80, "");
     let (_, a) = run(&text);
     let (_, b) = run(&text);
     assert_eq!(a, b);
@@ -159,11 +166,7 @@ fn a_faulty_run_is_deterministic() {
 /// other changes inside a window.
 #[test]
 fn the_thread_count_does_not_change_a_run() {
-    let text = format!(
-        "{}\n[faults]\ncorrupt_fraction = 0.05\nleave_fraction = 0.1\ncrash_fraction = 0.1\nchurn_from_secs = 0.1\nchurn_until_secs = 0.4\ndetect_secs = 0.5\nredial_secs = 0.1\nseed_leaves_after_copy = true\n",
-        BASE.replace("nodes = 200", "nodes = 120")
-            .replace("[[class]]", "[[class]]\nloss = 0.001")
-    );
+    let text = faulty(120, "seed_leaves_after_copy = true\n");
     let setup = Setup::from_scenario(&Scenario::parse(&text).unwrap()).unwrap();
     let one = Sim::new(&setup).with_threads(1).run();
     let two = Sim::new(&setup).with_threads(2).with_parallel_from(0).run();
