@@ -84,8 +84,7 @@ impl Part {
     /// path is cut (the data would go nowhere); a half the other end has
     /// closed, without our knowing yet, still gets it, and drops it.
     pub(crate) fn serve(&mut self, world: &World, c: u32, block: BlockRef) {
-        let h = &world.halves[c as usize];
-        let (node, peer) = (h.node, h.peer);
+        let (node, peer) = (self.conns[c as usize].node, self.conns[c as usize].peer);
         if !self.conns[c as usize].up
             || world.life[peer as usize] != crate::net::Life::Alive
             || world.cut(self.now, node, peer)
@@ -101,7 +100,7 @@ impl Part {
             conn: c,
             from: node,
             to: peer,
-            cap: h.cap,
+            cap: world.halves[c as usize].cap,
             block,
             corrupt: self.node(node).spec.corrupt,
             remaining: f64::from(block.len),
@@ -211,8 +210,8 @@ impl Part {
             return false;
         }
         let (c, block, corrupt) = (fl.conn, fl.block, fl.corrupt);
-        let h = &world.halves[c as usize];
-        let (i, peer, lat) = (h.node, h.peer, h.lat);
+        let h = &self.conns[c as usize];
+        let (i, peer, lat) = (h.node, h.peer, u64::from(h.lat));
         let now = Time::from_micros(self.now);
         self.node(i)
             .swarm

@@ -231,7 +231,7 @@ impl Part {
                 if !self.conns[conn as usize].up {
                     return;
                 }
-                let node = world.halves[conn as usize].node;
+                let node = self.conns[conn as usize].node;
                 self.close(world, conn);
                 self.node(node)
                     .swarm
@@ -260,10 +260,10 @@ impl Part {
                 }
                 let c = peer.0 as u32;
                 if self.sendable(world, c) {
-                    let d = self.msg_delay(world, c);
+                    let d = self.msg_delay(c);
                     // Our half names the receiver: its own half's record
                     // would be one more cold line per receiver.
-                    let to = world.halves[c as usize].peer;
+                    let to = self.conns[c as usize].peer;
                     self.haves.push((d, to, c ^ 1));
                 }
                 continue;
@@ -278,8 +278,8 @@ impl Part {
                     if message == Message::Choke {
                         self.conns[c as usize].queue.clear();
                     }
-                    let at = self.now + self.msg_delay(world, c);
-                    let to = world.halves[c as usize].peer;
+                    let at = self.now + self.msg_delay(c);
+                    let to = self.conns[c as usize].peer;
                     let ev = Ev::Msg {
                         conn: c ^ 1,
                         to,
@@ -299,16 +299,16 @@ impl Part {
                     let c = peer.0 as u32;
                     if self.conns[c as usize].up {
                         self.close(world, c);
-                        let h = &world.halves[c as usize];
+                        let h = &self.conns[c as usize];
                         if !world.cut(self.now, i, h.peer) {
-                            let (at, to) = (self.now + h.lat, h.peer);
+                            let (at, to) = (self.now + u64::from(h.lat), h.peer);
                             self.route(world, at, to, Ev::Gone { conn: c ^ 1 });
                         }
                         self.want_redial(world, i);
                     }
                 }
                 Action::Ban { peer } => {
-                    let j = world.halves[peer.0 as usize].peer;
+                    let j = self.conns[peer.0 as usize].peer;
                     self.node(i).banned.push(j);
                     self.bans.push((i, j));
                 }
@@ -345,15 +345,15 @@ impl Part {
     /// Whether a message may leave on our half `c`: it is up and the path
     /// is not cut (a cut drops everything until the ends notice).
     fn sendable(&self, world: &World, c: u32) -> bool {
-        let h = &world.halves[c as usize];
-        self.conns[c as usize].up && !world.cut(self.now, h.node, h.peer)
+        let h = &self.conns[c as usize];
+        h.up && !world.cut(self.now, h.node, h.peer)
     }
 
     /// Delay of one control message on half `c`'s path: latency, plus one
     /// retransmission timeout (2 × RTT, at least 1 ms) per loss.
-    fn msg_delay(&mut self, world: &World, c: u32) -> u64 {
-        let h = &world.halves[c as usize];
-        let (lat, loss) = (h.lat, h.loss);
+    fn msg_delay(&mut self, c: u32) -> u64 {
+        let h = &self.conns[c as usize];
+        let (lat, loss) = (u64::from(h.lat), h.loss);
         let mut d = lat;
         if loss > 0.0 {
             let rto = (4 * lat).max(1000);
@@ -448,7 +448,8 @@ impl Part {
         conn.up = false;
         conn.queue.clear();
         let flow = conn.flow.take();
-        self.node(world.halves[c as usize].node).live -= 1;
+        let node = conn.node;
+        self.node(node).live -= 1;
         if let Some(f) = flow {
             self.end_flow(world, f);
         }
