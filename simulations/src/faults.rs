@@ -66,8 +66,9 @@ impl Sim {
                 );
             }
         }
-        for index in 0..self.plan.cuts.len() {
-            let (at, heal) = (self.plan.cuts[index].at_us, self.plan.cuts[index].heal_us);
+        for index in 0..self.world.plan.cuts.len() {
+            let c = &self.world.plan.cuts[index];
+            let (at, heal) = (c.at_us, c.heal_us);
             self.push_global(at, Gev::Partition { index, heal: false });
             self.push_global(heal, Gev::Partition { index, heal: true });
         }
@@ -78,7 +79,7 @@ impl Sim {
         if self.world.life[i as usize] != Life::Alive {
             return;
         }
-        let (now, detect) = (self.now, self.plan.detect_us);
+        let (now, detect) = (self.now, self.world.plan.detect_us);
         let halves = self.node(i).halves.clone();
         for c in halves {
             if !self.conn(c).up {
@@ -100,7 +101,6 @@ impl Sim {
         let life = if crash { Life::Crashed } else { Life::Left };
         self.world_mut().life[i as usize] = life;
         let n = self.node_mut(i);
-        n.life = life;
         n.left_at = Some(now);
         n.timer = None;
         // Its swarm is gone with it: drop what it had queued.
@@ -109,7 +109,7 @@ impl Sim {
 
     /// The leechers hold every piece between them.
     pub(crate) fn one_copy_exists(&mut self) {
-        if !self.plan.seed_leaves_after_copy || self.seeds_left.is_some() {
+        if !self.world.plan.seed_leaves_after_copy || self.seeds_left.is_some() {
             return;
         }
         self.seeds_left = Some(self.now);
@@ -137,8 +137,8 @@ impl Sim {
             }
             return;
         }
-        let side = self.plan.cuts[index].side.clone();
-        let at = self.now + self.plan.detect_us;
+        let side = self.world.plan.cuts[index].side.clone();
+        let at = self.now + self.world.plan.detect_us;
         for c in 0..self.world.halves.len() as u32 {
             let h = &self.world.halves[c as usize];
             let (ra, rb) = (
@@ -155,23 +155,15 @@ impl Sim {
         }
     }
 
-    fn target_degree(&self, i: u32) -> usize {
-        if self.world.specs[i as usize].seed {
-            self.world.seed_degree
-        } else {
-            self.world.degree
-        }
-    }
-
     /// Dials random reachable peers until `i` is back at its degree.
     pub(crate) fn redial(&mut self, i: u32) {
         self.node_mut(i).redial_pending = false;
         let n = self.node(i);
-        if n.life != Life::Alive || (!n.spec.seed && n.swarm.is_complete()) {
+        if self.world.life[i as usize] != Life::Alive || (!n.spec.seed && n.swarm.is_complete()) {
             return;
         }
         let seed = n.spec.seed;
-        let missing = self.target_degree(i).saturating_sub(n.live as usize);
+        let missing = self.world.target_degree(i).saturating_sub(n.live as usize);
         let total = self.world.specs.len() as u64;
         let mut dialed = 0;
         for _ in 0..missing * DIAL_TRIES {
@@ -181,7 +173,7 @@ impl Sim {
             let j = self.rng.below(total) as u32;
             let m = self.node(j);
             let fit = j != i
-                && m.life == Life::Alive
+                && self.world.life[j as usize] == Life::Alive
                 && !m.spec.seed
                 && m.spec.join_us <= self.now
                 && !(seed && m.swarm.is_complete())

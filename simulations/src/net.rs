@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use shoal_proto::swarm::{BlockRef, Message, PeerKey, Swarm, Time};
 
-use crate::faults::{Cut, Plan};
+use crate::faults::Plan;
 use crate::outcome::{NodeResult, Outcome};
 use crate::part::Part;
 use crate::queue::Queue;
@@ -126,13 +126,13 @@ pub(crate) enum Life {
     Crashed,
 }
 
-/// `repr(C)`, what every event reads first (life, timer, then the swarm
+/// `repr(C)`, what every event reads first (the timer, then the swarm
 /// whose hot fields lead its own layout): events land on random nodes, so
-/// each distinct cache line read here is a miss.
+/// each distinct cache line read here is a miss. Whether the node is alive
+/// is `World::life`, a few KiB that stay in cache.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Node {
-    pub(crate) life: Life,
     pub(crate) timer: Option<u64>,
     pub(crate) swarm: Swarm,
     pub(crate) out_flows: Vec<u32>,
@@ -164,17 +164,26 @@ pub(crate) struct World {
     pub(crate) halves: Vec<Half>,
     latency_us: Vec<Vec<u64>>,
     inter_region_loss: f64,
-    pub(crate) cuts: Vec<Cut>,
+    /// Faults: partitions, detection and redial delays.
+    pub(crate) plan: Plan,
     /// Nodes below this index are part 0's.
     pub(crate) split: u32,
-    pub(crate) degree: usize,
-    pub(crate) seed_degree: usize,
-    pub(crate) redial_us: u64,
+    degree: usize,
+    seed_degree: usize,
 }
 
 impl World {
     pub(crate) fn part_of(&self, i: u32) -> usize {
         usize::from(i >= self.split)
+    }
+
+    /// The neighbours node `i` keeps (it redials below this).
+    pub(crate) fn target_degree(&self, i: u32) -> usize {
+        if self.specs[i as usize].seed {
+            self.seed_degree
+        } else {
+            self.degree
+        }
     }
 
     /// One-way latency from `a` to `b`, µs.
@@ -196,11 +205,12 @@ impl World {
 
     /// Whether a cut in force at `now` separates `a` and `b`.
     pub(crate) fn cut(&self, now: u64, a: u32, b: u32) -> bool {
-        if self.cuts.is_empty() {
+        if self.plan.cuts.is_empty() {
             return false;
         }
         let (ra, rb) = (self.specs[a as usize].region, self.specs[b as usize].region);
-        self.cuts
+        self.plan
+            .cuts
             .iter()
             .any(|c| now >= c.at_us && now < c.heal_us && c.side[ra] != c.side[rb])
     }
@@ -297,7 +307,6 @@ pub struct Sim {
     global: Queue<Gev>,
     pub(crate) link_of: BTreeMap<(u32, u32), u32>,
     pub(crate) rng: SplitMix,
-    pub(crate) plan: Plan,
     pieces: u32,
     /// Pieces some honest leecher holds, and how many.
     covered: Vec<bool>,
@@ -346,7 +355,6 @@ impl Sim {
                 )
                 .expect("a checked configuration"),
                 spec: *s,
-                life: Life::Alive,
                 halves: Vec::new(),
                 live: 0,
                 out_flows: Vec::new(),
@@ -373,11 +381,10 @@ impl Sim {
             halves: Vec::new(),
             latency_us: setup.latency_us.clone(),
             inter_region_loss: setup.inter_region_loss,
-            cuts: setup.plan.cuts.clone(),
+            plan: setup.plan.clone(),
             split,
             degree: setup.degree,
             seed_degree: setup.seed_degree,
-            redial_us: setup.plan.redial_us,
         };
         let second = nodes.split_off(split as usize);
         let parts = vec![
@@ -393,7 +400,6 @@ impl Sim {
             global: Queue::default(),
             link_of: BTreeMap::new(),
             rng: SplitMix::new(setup.seed ^ 0x6e65_7477_6f72_6b00),
-            plan: setup.plan.clone(),
             pieces: n as u32,
             covered: vec![false; n],
             covered_count: 0,
@@ -575,6 +581,7 @@ impl Sim {
             .enumerate()
             .filter(|(_, n)| !n.spec.seed)
             .map(|(i, n)| NodeResult {
+                crashed: self.world.life[i] == Life::Crashed,
                 node: i as u32,
                 region: n.spec.region,
                 up: n.spec.up,
@@ -582,7 +589,6 @@ impl Sim {
                 join_us: n.spec.join_us,
                 completed_us: n.completed_at,
                 left_us: n.left_at,
-                crashed: n.life == Life::Crashed,
                 leaves: n.spec.leave.is_some(),
                 corrupt: n.spec.corrupt,
                 clean: n.clean == pieces,

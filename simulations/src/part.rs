@@ -91,7 +91,12 @@ impl Part {
             conns: Vec::new(),
             flows: Vec::new(),
             free_flows: Vec::new(),
-            rng: SplitMix::new(seed ^ 0x6e65_7477_6f72_6b00 ^ (index as u64).wrapping_mul(0x9e37)),
+            // Not the simulator's own seed (part 0 would replay the
+            // redials' draws), and one stream per part.
+            rng: SplitMix::new(
+                seed ^ 0x6c6f_7373_0000_0000
+                    ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
             holders: vec![0; pieces as usize],
             out: Vec::new(),
             deltas: Vec::new(),
@@ -219,7 +224,7 @@ impl Part {
             }
             Ev::Timer { node, at } => {
                 let n = self.node(node);
-                if n.timer != Some(at) || n.life != Life::Alive {
+                if n.timer != Some(at) || world.life[node as usize] != Life::Alive {
                     self.stale += 1;
                     return;
                 }
@@ -244,7 +249,7 @@ impl Part {
 
     /// Carries out everything node `i` asks for, then re-arms its timer.
     pub(crate) fn drain(&mut self, i: u32, world: &World) {
-        if self.node(i).life != Life::Alive {
+        if world.life[i as usize] != Life::Alive {
             return;
         }
         let mut have_piece = None;
@@ -468,12 +473,8 @@ impl Part {
     pub(crate) fn want_redial(&mut self, world: &World, i: u32) {
         let now = self.now;
         let n = self.node(i);
-        let degree = if n.spec.seed {
-            world.seed_degree
-        } else {
-            world.degree
-        };
-        if n.life != Life::Alive
+        let degree = world.target_degree(i);
+        if world.life[i as usize] != Life::Alive
             || n.redial_pending
             || (!n.spec.seed && n.swarm.is_complete())
             || (n.live as usize) >= degree
@@ -481,6 +482,6 @@ impl Part {
             return;
         }
         n.redial_pending = true;
-        self.redials.push((now + world.redial_us, i));
+        self.redials.push((now + world.plan.redial_us, i));
     }
 }
