@@ -46,20 +46,24 @@ pub struct ApiArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The token once read: a command that sends several requests reads
+    /// the file once.
+    #[arg(skip)]
+    token: std::sync::OnceLock<Option<String>>,
 }
 
 impl ApiArgs {
     /// The token to send, if one was given.
-    fn token(&self) -> anyhow::Result<Option<String>> {
-        if let Some(t) = &self.api_token {
-            return Ok(Some(t.trim().to_owned()));
+    fn token(&self) -> anyhow::Result<Option<&str>> {
+        if let Some(t) = self.token.get() {
+            return Ok(t.as_deref());
         }
-        let Some(p) = &self.api_token_file else {
-            return Ok(None);
+        let t = match (&self.api_token, &self.api_token_file) {
+            (Some(t), _) => Some(t.trim().to_owned()),
+            (None, Some(p)) => Some(shoal::http::token::read_text(p)?),
+            (None, None) => None,
         };
-        let t = std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read the API token file {}", p.display()))?;
-        Ok(Some(t.trim().to_owned()))
+        Ok(self.token.get_or_init(|| t).as_deref())
     }
 }
 

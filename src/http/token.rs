@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use axum::response::IntoResponse;
 
 /// A token the API requires.
 #[derive(Clone)]
@@ -26,9 +27,7 @@ impl ApiToken {
     /// The token in `path`: the file's text without surrounding
     /// whitespace (so a trailing newline does not count).
     pub fn read(path: &Path) -> anyhow::Result<ApiToken> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the API token file {}", path.display()))?;
-        ApiToken::new(text.trim()).with_context(|| {
+        ApiToken::new(&read_text(path)?).with_context(|| {
             format!(
                 "the API token file {} holds no usable token",
                 path.display()
@@ -58,26 +57,29 @@ impl ApiToken {
     }
 }
 
+/// The text of a token file without surrounding whitespace: what the node
+/// requires and what the client commands send.
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
 /// Whether `path` is one of the API's.
 pub fn is_api(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
 }
 
-/// The answer to an API request without the token: 401, with the API's
-/// JSON error shape.
+/// The answer to an API request without the token: 401 in the API's
+/// JSON error shape, with the challenge RFC 6750 asks for.
 pub fn unauthorized() -> Response<Body> {
-    let body = serde_json::json!({
-        "error": "this node's API needs its token: send `Authorization: Bearer TOKEN` \
-                  (the client commands read SHOAL_API_TOKEN or --api-token-file)"
-    });
-    let mut r = Response::new(Body::from(body.to_string()));
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
+    let mut r = super::api::error(
+        StatusCode::UNAUTHORIZED,
+        "this node's API needs its token: send `Authorization: Bearer TOKEN` \
+         (the client commands read SHOAL_API_TOKEN or --api-token-file)",
+    )
+    .into_response();
+    r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"shoal\""),
     );

@@ -497,6 +497,12 @@ fn the_api_token_guards_the_api_and_nothing_else() {
     let body = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("Bearer"), "{body}");
+    // The API's own error shape, like every other refusal.
+    let v: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("Bearer")),
+        "{v}"
+    );
     for wrong in [
         "Bearer t0ken-for-the-api-tes",
         "Bearer t0ken-for-the-api-test2",
