@@ -154,6 +154,10 @@ pub struct MeshConfig {
     pub unchoke_slots: Option<usize>,
     /// Optimistic unchoke slots on top; unset keeps the default.
     pub optimistic_slots: Option<usize>,
+    /// Most extra slots opened while slots are thin (their peers take
+    /// under a quarter of what the fastest takes, so the uplink has room);
+    /// 0 turns that off, unset keeps the default.
+    pub thin_slots: Option<usize>,
     /// Most blocks outstanding per peer; unset keeps the default.
     pub max_queue_blocks: Option<u32>,
 }
@@ -203,6 +207,7 @@ impl Default for MeshConfig {
             upload_limit: 0,
             download_limit: 0,
             unchoke_slots: None,
+            thin_slots: None,
             optimistic_slots: None,
             max_queue_blocks: None,
         }
@@ -417,8 +422,9 @@ verify_on_complete = true
 upload_limit = 0
 download_limit = 0
 # Swarm tunables; left out, the swarm core's defaults apply.
-# unchoke_slots = 4      # peers each torrent uploads to at once
+# unchoke_slots = 6      # peers each torrent uploads to at once
 # optimistic_slots = 1   # optimistic unchoke slots on top
+# thin_slots = 6         # more slots while some carry little (0: never)
 # max_queue_blocks = 256 # most blocks outstanding per peer
 
 [log]
@@ -454,9 +460,11 @@ mod tests {
         assert!(Config::parse("[http]\nlisten = \"not an address\"").is_err());
         assert!(Config::parse("[mesh]\nlissen = \"0.0.0.0:1\"").is_err());
         assert!(Config::parse("[mesh]\nunchoke_slots = 0").is_err());
-        let m = Config::parse("[mesh]\ndownload_limit = 1000\nunchoke_slots = 8").unwrap();
+        let m = Config::parse("[mesh]\ndownload_limit = 1000\nunchoke_slots = 8\nthin_slots = 0")
+            .unwrap();
         assert_eq!(m.mesh.download_limit, 1000);
         assert_eq!(m.mesh.unchoke_slots, Some(8));
+        assert_eq!(m.mesh.thin_slots, Some(0));
         let c =
             Config::parse("[tracker]\nenabled = true\ninterval_secs = 10\nmin_interval_secs = 5")
                 .unwrap();

@@ -58,6 +58,9 @@ fn swarm_config(cfg: &crate::config::MeshConfig) -> SwarmConfig {
     if let Some(n) = cfg.optimistic_slots {
         c.optimistic_slots = n;
     }
+    if let Some(n) = cfg.thin_slots {
+        c.max_thin_slots = n;
+    }
     if let Some(n) = cfg.max_queue_blocks {
         c.max_queue_blocks = n;
     }
@@ -390,4 +393,32 @@ pub(crate) fn apply_torrent_limits(mesh: &Mesh, ih: InfoHash, s: &TorrentSetting
 /// Drops a removed torrent's limiter.
 pub(crate) fn forget_torrent_limits(mesh: &Mesh, ih: InfoHash) {
     mesh.endpoint().rates().remove_torrent(ih);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_settings_reach_the_swarm_and_unset_ones_keep_its_defaults() {
+        let mesh = crate::config::MeshConfig::default();
+        assert_eq!(swarm_config(&mesh), SwarmConfig::default());
+        let mesh = crate::config::MeshConfig {
+            unchoke_slots: Some(3),
+            optimistic_slots: Some(2),
+            thin_slots: Some(0),
+            max_queue_blocks: Some(9),
+            ..mesh
+        };
+        let c = swarm_config(&mesh);
+        assert_eq!(
+            (
+                c.unchoke_slots,
+                c.optimistic_slots,
+                c.max_thin_slots,
+                c.max_queue_blocks
+            ),
+            (3, 2, 0, 9)
+        );
+    }
 }

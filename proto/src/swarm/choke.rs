@@ -3,9 +3,11 @@
 //! while we spread (rules in the module comment of [`crate::swarm`]).
 //!
 //! Invariants this module keeps:
-//! - At most `unchoke_slots + optimistic_slots` peers are unchoked
-//!   (`spread_slots` while spreading), and only peers that want something
-//!   from us ([`Swarm::wants_upload`]).
+//! - At most `unchoke_slots + optimistic_slots` peers are unchoked, plus
+//!   one per thin slot (`spread_slots` while spreading), and only peers
+//!   that want something from us ([`Swarm::wants_upload`]). Thin slots are
+//!   recounted every tick; when they fall, the extra slots close at the
+//!   next choke round, not at once, so no peer is choked mid-piece for it.
 //! - Ties between equally ranked peers are broken by the seeded RNG, never
 //!   by key order, so no peer is favoured by the caller's numbering.
 //! - Choking a peer forgets what it has queued at us (the caller drops
@@ -36,7 +38,62 @@ impl Swarm {
         if self.spreading() {
             self.cfg.spread_slots
         } else {
-            self.cfg.unchoke_slots + self.cfg.optimistic_slots
+            self.cfg.unchoke_slots + self.cfg.optimistic_slots + self.thin_slots
+        }
+    }
+
+    /// Marks the thin slots (see [`SwarmConfig::thin_slot_ratio`]) and,
+    /// unless we spread, opens one more slot per thin one, filled at once.
+    /// A slot counts, as thin or as the reference, only once its peer has
+    /// held it for a rate window, so its rate reflects the slot and not
+    /// the time before it. While we spread the slot count stays, but a
+    /// starved peer may get a second copy of a piece only a thin peer is
+    /// fetching (`spread.rs`).
+    ///
+    /// [`SwarmConfig::thin_slot_ratio`]: super::SwarmConfig::thin_slot_ratio
+    pub(super) fn count_thin_slots(&mut self, now: Time) {
+        let before = self.thin_slots;
+        self.thin_slots = 0;
+        let tau = self.cfg.rate_window;
+        let held = |p: &Peer| {
+            !p.am_choking
+                && p.unchoked_at
+                    .is_some_and(|t| now.saturating_since(t) >= tau)
+        };
+        // Fresh slots are left out of the reference too: one block over
+        // a few milliseconds reads as a burst no steady slot matches.
+        let fastest = self
+            .peers
+            .values()
+            .filter(|p| held(p))
+            .map(|p| p.up.get(now, tau))
+            .fold(0.0, f64::max);
+        // What a slot carried lately counts too: when every slot has gone
+        // to peers behind slow paths, none of them shows what one could
+        // carry. It fades over a choke interval, so a link that got
+        // slower stops calling every slot thin.
+        let fade =
+            (-now.secs_since(self.slot_peak.1) / self.cfg.choke_interval.as_secs_f64()).exp();
+        let fastest = fastest.max(self.slot_peak.0 * fade);
+        self.slot_peak = (fastest, now);
+        let on = self.cfg.max_thin_slots > 0;
+        let (mut thin, mut changed) = (0, false);
+        for (_, p) in self.peers.iter_mut() {
+            let t = on && held(p) && p.up.get(now, tau) * self.cfg.thin_slot_ratio < fastest;
+            changed |= t != p.thin;
+            p.thin = t;
+            thin += usize::from(t);
+        }
+        if let Some(sp) = self.spread.as_deref_mut() {
+            if changed {
+                sp.thin_changed();
+                self.reveal_all = true;
+            }
+            return;
+        }
+        self.thin_slots = thin.min(self.cfg.max_thin_slots);
+        if self.thin_slots > before {
+            self.unchoke_needed = true;
         }
     }
 
@@ -109,7 +166,7 @@ impl Swarm {
             let mut chosen: Vec<PeerKey> = ranked
                 .iter()
                 .filter(|k| !self.optimistic.contains(k))
-                .take(self.cfg.unchoke_slots)
+                .take(self.cfg.unchoke_slots + self.thin_slots)
                 .copied()
                 .collect();
             let rest: Vec<PeerKey> = ranked

@@ -110,6 +110,21 @@ pub struct SwarmConfig {
     pub spread_slots: usize,
     /// Disconnect peers that hold everything once we do too.
     pub drop_seeds_when_complete: bool,
+    /// A slot is *thin* when its peer has held it for a `rate_window` and
+    /// takes less than `1 / thin_slot_ratio` of what our fastest such slot
+    /// takes: its path or its downlink is the limit, not our uplink, which
+    /// therefore has room. Each thin slot opens one more, up to
+    /// `max_thin_slots`; while spreading (whose slots are planned piece by
+    /// piece) the count stays, but a piece only a thin peer is fetching may
+    /// be revealed once more (see the module comment). Without this, a node
+    /// whose slots went to peers behind a slow long-haul path (another data
+    /// centre) or with a slow downlink used a few percent of its uplink
+    /// until the next choke round, and a spreading seed sat idle while its
+    /// last pieces crawled across such paths.
+    pub thin_slot_ratio: f64,
+    /// Most extra slots opened for thin ones; 0 turns thin slots off
+    /// (no extra slots, no second copies).
+    pub max_thin_slots: usize,
 }
 
 impl Default for SwarmConfig {
@@ -119,7 +134,8 @@ impl Default for SwarmConfig {
     /// pieces; 2 requesters per endgame block; stall timeout 4 × (rtt +
     /// drain time) within 5–30 s, 3 stalls per connection; 16 rejects in a
     /// row; drop at blame 1, ban at blame 2 or after 3 drops; 128 MiB
-    /// serving queue (the wire protocol's 512 queued 256 KiB requests); distinct-first spreading with 4 MiB ahead.
+    /// serving queue (the wire protocol's 512 queued 256 KiB requests); distinct-first spreading with 4 MiB ahead;
+    /// up to 6 more slots for thin ones (under a quarter of the fastest).
     fn default() -> SwarmConfig {
         SwarmConfig {
             block_size: 256 * 1024,
@@ -151,6 +167,8 @@ impl Default for SwarmConfig {
             slot_stall_timeout: Duration::from_secs(1),
             spread_slots: 16,
             drop_seeds_when_complete: true,
+            thin_slot_ratio: 4.0,
+            max_thin_slots: 6,
         }
     }
 }
@@ -200,6 +218,9 @@ impl SwarmConfig {
         }
         if self.max_stalls == 0 || self.max_rejects_in_row == 0 || self.ban_drops == 0 {
             return bad("stall, reject and drop limits must be at least 1");
+        }
+        if !(self.thin_slot_ratio.is_finite() && self.thin_slot_ratio >= 1.0) {
+            return bad("thin_slot_ratio must be at least 1");
         }
         if !(self.drop_bad_pieces > 0.0 && self.drop_bad_pieces <= self.ban_bad_pieces) {
             return bad("need 0 < drop_bad_pieces <= ban_bad_pieces");

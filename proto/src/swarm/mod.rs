@@ -49,7 +49,12 @@
 //! round-robin ([`SeedChoking::LeastServed`], still available) by several
 //! percent of the fluid bound when seeds are fast.
 //! Free slots are filled at once when a peer becomes interested, not at
-//! the next round.
+//! the next round. A slot is *thin* when its peer, after holding it for a
+//! rate window, takes under a quarter of what our fastest slot takes: its
+//! path or its downlink is the limit (a far data centre, a slower
+//! machine), so our uplink has room, and each thin slot opens one more
+//! (at most `max_thin_slots`; not while spreading). The extra slots close
+//! at the next round once the thin ones are gone.
 //!
 //! **Spreading distinct pieces (seed).** With one seed the fluid lower
 //! bound is `F / u_seed`: it is only reached if the seed sends every piece
@@ -67,6 +72,9 @@
 //!    random;
 //! 3. if no such piece is left, reveal nothing: every piece has landed or
 //!    is on its way, and a second copy would only slow the first ones down;
+//!    except to a peer whose slot is not thin, a piece whose one copy on
+//!    its way goes to a thin peer (held up by its own path, so a second
+//!    copy slows nobody, and the swarm need not wait on that path);
 //! 4. once every piece has been announced by some peer, unmask (announce
 //!    everything to everyone) and serve rarest-first requests like any
 //!    seed.
@@ -116,8 +124,8 @@
 //!   piece; a piece's ranking bucket is always its availability.
 //! - No clock, no OS randomness, no hash-map iteration: the same seed and
 //!   inputs give the same actions.
-//! - Unchoked peers never exceed `unchoke_slots + optimistic_slots`
-//!   (`spread_slots` while spreading).
+//! - Unchoked peers never exceed `unchoke_slots + optimistic_slots +
+//!   max_thin_slots` (`spread_slots` while spreading).
 //!
 //! # Measured
 //! In the in-test network (`tests/sim.rs`, equal 12.5 MB/s uploads, 4×
@@ -239,6 +247,12 @@ pub struct Swarm {
     /// Pieces to re-fetch from a single peer.
     solo: Bitset,
     optimistic: Vec<PeerKey>,
+    /// Extra slots opened for thin ones (`SwarmConfig::thin_slot_ratio`),
+    /// as of the last tick.
+    thin_slots: usize,
+    /// The fastest slot lately, bytes/s, and when it was last updated
+    /// (see `count_thin_slots`).
+    slot_peak: (f64, Time),
     scores: BTreeMap<PeerKey, PeerScore>,
     rng: Rng,
     cfg: SwarmConfig,
@@ -277,6 +291,8 @@ impl Swarm {
             rechoke_needed: false,
             reveal_all: false,
             optimistic: Vec::new(),
+            thin_slots: 0,
+            slot_peak: (0.0, Time::ZERO),
             spread: None,
             clocks: None,
             stats: SwarmStats::default(),
@@ -340,6 +356,7 @@ impl Swarm {
         self.check_endgame_lag(now);
         self.spread_check_idle(now);
         self.check_slot_stalls(now);
+        self.count_thin_slots(now);
         if round {
             self.rechoke(now);
         }

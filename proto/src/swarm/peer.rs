@@ -78,6 +78,9 @@ pub(crate) struct Peer {
     /// Held a seed's upload slot without asking for or taking anything
     /// (it crashed, say): no slot until it sends a request or a `Have`.
     pub(crate) slot_stalled: bool,
+    /// Its slot is thin (see `SwarmConfig::thin_slot_ratio`), as of the
+    /// last tick.
+    pub(crate) thin: bool,
     /// Ignored our reveals (another seed, say): no more reveals, and no
     /// slot, until it asks for something.
     pub(crate) inert: bool,
@@ -124,6 +127,7 @@ impl Peer {
             last_asked: None,
             served_at: None,
             slot_stalled: false,
+            thin: false,
             inert: false,
             dirty: false,
             masked: false,

@@ -63,6 +63,11 @@ impl Spread {
         }
     }
 
+    /// Which peers are thin changed: a starved peer may find a piece now.
+    pub(crate) fn thin_changed(&mut self) {
+        self.epoch += 1;
+    }
+
     fn claims(&mut self, firm: bool) -> &mut Vec<u16> {
         if firm {
             &mut self.firm
@@ -203,15 +208,52 @@ impl Swarm {
         match best {
             Some((k, piece)) if k.0 == 0 => Next::Piece(piece),
             // Every piece has landed or is firmly on its way: a second copy
-            // now would slow the first ones down. Wait for them to land.
-            _ => {
-                let epoch = sp.epoch;
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.starved_at = Some(epoch);
+            // now would slow the first ones down, unless the first is held
+            // up by its own path. Otherwise wait for them to land.
+            _ if !p.thin => match self.second_copy(peer) {
+                Some(piece) => Next::Piece(piece),
+                None => self.starve(peer),
+            },
+            _ => self.starve(peer),
+        }
+    }
+
+    /// A piece for `peer` (not thin itself) whose one copy on its way goes
+    /// to a thin peer: that copy is held up by its path, not by our uplink,
+    /// so a second one slows nobody down, and the swarm need not wait on
+    /// the slow path for it. At most two copies: the thin claim and this.
+    /// Ties at random.
+    fn second_copy(&mut self, peer: PeerKey) -> Option<u32> {
+        let (sp, p) = (self.spread.as_deref()?, self.peers.get(&peer)?);
+        let mut ties = 0u64;
+        let mut pick = None;
+        for q in self.peers.values().filter(|q| q.thin) {
+            for r in q.reveals.iter().filter(|r| r.firm) {
+                let i = r.piece as usize;
+                if self.avail[i] != 0
+                    || sp.firm[i] != 1
+                    || sp.soft[i] != 0
+                    || p.has.contains(r.piece)
+                    || p.reveals.iter().any(|m| m.piece == r.piece)
+                {
+                    continue;
                 }
-                Next::NothingForPeer
+                ties += 1;
+                if self.rng.below(ties) == 0 {
+                    pick = Some(r.piece);
+                }
             }
         }
+        pick
+    }
+
+    /// Nothing to reveal to `peer` until something changes.
+    fn starve(&mut self, peer: PeerKey) -> Next {
+        let epoch = self.spread.as_ref().map_or(0, |sp| sp.epoch);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.starved_at = Some(epoch);
+        }
+        Next::NothingForPeer
     }
 
     fn reveal(&mut self, peer: PeerKey, piece: u32) {

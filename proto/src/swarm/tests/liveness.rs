@@ -1,7 +1,8 @@
 //! Peers that go silent (crashed, or their path died) before the
 //! transport notices: a spreading seed must not keep their firm claims,
 //! a seed must not keep them in its slots, and an endgame must not wait
-//! for their requests until the stall timeout.
+//! for their requests until the stall timeout. Peers that are only slow
+//! (a long lossy path) must not hold the swarm back either.
 
 use crate::swarm::{Action, BlockRef, Message, Swarm, SwarmConfig};
 
@@ -206,4 +207,65 @@ fn an_endgame_does_not_wait_for_a_silent_peer_until_its_stall_timeout() {
         cancels,
         vec![Message::Cancel(block(0, 1)), Message::Cancel(block(0, 2))]
     );
+}
+
+/// A spreading seed whose every piece has gone out or is on its way to
+/// a peer whose path crawls gives a starved fast peer a second copy of
+/// the crawling peer's pieces, instead of waiting on that path; with the
+/// thin-slot rule off it waits.
+#[test]
+fn a_starved_peer_gets_a_second_copy_of_what_a_thin_peer_fetches() {
+    let run = |max_thin_slots: usize| {
+        let c = SwarmConfig {
+            block_size: KB16,
+            spread_ahead_bytes: u64::from(2 * KB16),
+            max_thin_slots,
+            ..SwarmConfig::default()
+        };
+        let geo = crate::swarm::Geometry::new(u64::from(16 * KB16), u64::from(2 * KB16)).unwrap();
+        let mut s = Swarm::new(geo, &[0xff], c, 9).unwrap();
+        let mut told = Vec::new();
+        for k in [A, B] {
+            s.handle_peer_connected(t(0), k, false).unwrap();
+            s.handle_have_none(t(0), k).unwrap();
+            told.push(haves(&drain(&mut s), k));
+        }
+        let (mut a_todo, mut b_told) = (told[0].clone(), told[1].clone());
+        // B asks for its piece at once, then receives 2 KB/s.
+        for b in 0..2 {
+            s.handle_request(t(0), B, block(b_told[0], b)).unwrap();
+        }
+        b_told.extend(haves(&drain(&mut s), B));
+        let (mut a_got, mut now) = (Vec::new(), 0);
+        while now < 6_000 {
+            now += 250;
+            s.handle_bytes_sent(t(now), B, 512);
+            // A takes a whole piece per tick (128 KB/s) and announces it.
+            if let Some(p) = a_todo.pop() {
+                for b in 0..2 {
+                    s.handle_request(t(now), A, block(p, b)).unwrap();
+                    s.handle_bytes_sent(t(now), A, u64::from(KB16));
+                }
+                s.handle_have(t(now), A, p).unwrap();
+                a_got.push(p);
+            }
+            s.handle_timeout(t(now));
+            let acts = drain(&mut s);
+            a_todo.extend(haves(&acts, A));
+            b_told.extend(haves(&acts, B));
+        }
+        assert!(s.is_unchoked(B), "B keeps its slot");
+        let twice: Vec<u32> = a_got
+            .iter()
+            .copied()
+            .filter(|p| b_told.contains(p))
+            .collect();
+        (twice, a_got.len())
+    };
+    // B held two pieces (the one it asked for, one more ahead): A got both
+    // too, and so every piece.
+    let (twice, got) = run(6);
+    assert_eq!((twice.len(), got), (2, 8), "{twice:?}");
+    let (twice, got) = run(0);
+    assert_eq!((twice.len(), got), (0, 6), "{twice:?}");
 }

@@ -184,6 +184,62 @@ fn choking_keeps_the_slots_and_reciprocates() {
     assert_eq!(s.stats().unchoked, 4);
 }
 
+/// A slot whose peer takes a small share of what the fastest takes (its
+/// own path is the limit) opens one more; the extra slot closes at the
+/// next choke round once no slot is thin.
+#[test]
+fn thin_slots_open_more_and_close_at_the_round() {
+    let n = 16;
+    let run = |max_thin_slots: usize| {
+        let c = SwarmConfig {
+            spread_distinct: false,
+            unchoke_slots: 2,
+            optimistic_slots: 1,
+            max_thin_slots,
+            ..cfg()
+        };
+        let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
+        let peers: Vec<PeerKey> = (10..18).map(PeerKey).collect();
+        for &k in &peers {
+            s.handle_peer_connected(t(0), k, false).unwrap();
+            s.handle_bitfield(t(0), k, &bits(n, 0..8)).unwrap();
+            s.handle_interested(t(0), k, true).unwrap();
+        }
+        // First come, first served: 10, 11 and 12.
+        assert_eq!(s.stats().unchoked, 3);
+        let (mut most, mut now) = (0, 0);
+        let mut at = |s: &mut Swarm, until: u64, slow: &[PeerKey]| {
+            while now < until {
+                now += 250;
+                for &k in &peers {
+                    if s.is_unchoked(k) {
+                        let b = BlockRef {
+                            piece: 8,
+                            offset: 0,
+                            len: KB16,
+                        };
+                        s.handle_request(t(now), k, b).unwrap();
+                        // 64 KB/s, or 4 KB/s for a peer behind a slow path.
+                        let sent = if slow.contains(&k) { 1024 } else { KB16 };
+                        s.handle_bytes_sent(t(now), k, u64::from(sent));
+                    }
+                }
+                s.handle_timeout(t(now));
+                drain(s);
+                most = most.max(s.stats().unchoked);
+            }
+            s.stats().unchoked
+        };
+        let early = at(&mut s, 5_000, &[PeerKey(12)]);
+        // Every peer is fast now: nothing is thin, the round takes back
+        // the extra slot.
+        let late = at(&mut s, 12_000, &[]);
+        (early, late, most)
+    };
+    assert_eq!(run(2), (4, 3, 4), "one thin slot opens one more");
+    assert_eq!(run(0), (3, 3, 3), "the rule can be turned off");
+}
+
 #[test]
 fn a_seed_unchokes_the_peers_furthest_behind() {
     let n = 16;
