@@ -264,5 +264,11 @@ mod tests {
             ..SwarmConfig::default()
         };
         assert!(c.validate().is_err());
+        // Every slot would count as thin.
+        let c = SwarmConfig {
+            thin_slot_ratio: 0.5,
+            ..SwarmConfig::default()
+        };
+        assert!(c.validate().is_err());
     }
 }

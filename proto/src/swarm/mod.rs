@@ -50,11 +50,12 @@
 //! percent of the fluid bound when seeds are fast.
 //! Free slots are filled at once when a peer becomes interested, not at
 //! the next round. A slot is *thin* when its peer, after holding it for a
-//! rate window, takes under a quarter of what our fastest slot takes: its
-//! path or its downlink is the limit (a far data centre, a slower
-//! machine), so our uplink has room, and each thin slot opens one more
-//! (at most `max_thin_slots`; not while spreading). The extra slots close
-//! at the next round once the thin ones are gone.
+//! rate window, takes under a quarter of what our fastest slot takes (now,
+//! or lately, fading over a choke interval): its path or its downlink is
+//! the limit (a far data centre, a slower machine), so our uplink has
+//! room, and each thin slot opens one more (at most `max_thin_slots`; not
+//! while spreading). The extra slots close at the next round once the
+//! thin ones are gone.
 //!
 //! **Spreading distinct pieces (seed).** With one seed the fluid lower
 //! bound is `F / u_seed`: it is only reached if the seed sends every piece
