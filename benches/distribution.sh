@@ -16,10 +16,12 @@
 # hidden.
 #
 #   benches/distribution.sh [--nodes N] [--rate MBIT] [--tools "shoal aria2 transmission http"]
-#                           [--timeout-factor K] [--piece-size SIZE] [SIZE_MIB...]
+#                           [--timeout-factor K] [--piece-size SIZE] [--slow K:MBIT] [SIZE_MIB...]
 #   default: 8 nodes, 100 Mbit/s, sizes 64 and 1024 MiB, each tool given
 #   K=12 times T_min (plus a minute; http K+N) before it counts as failed.
 #   Quick run: benches/distribution.sh --nodes 4 16
+#   --slow K:MBIT gives the last K nodes links of MBIT each way instead
+#   (a mixed fleet); T_min then follows the slowest downlink.
 #
 # Host 1 runs the tracker, host 2 the seed, hosts 3.. the nodes. While a
 # tool runs, every host's link counters are sampled twice a second from
@@ -33,7 +35,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 LAB="$repo/tests/netns/lab.sh"
 
-nodes=8 rate=100 tools="shoal aria2 transmission http" kfactor=12 piece=
+nodes=8 rate=100 tools="shoal aria2 transmission http" kfactor=12 piece= slow=0 slow_rate=0
 sizes=()
 while (($#)); do
   case $1 in
@@ -42,11 +44,14 @@ while (($#)); do
     --tools) tools=$2; shift 2 ;;
     --timeout-factor) kfactor=$2; shift 2 ;;
     --piece-size) piece=$2; shift 2 ;;
+    --slow) [[ $2 =~ ^([0-9]+):([0-9]+)$ ]] || { echo "--slow K:MBIT, got '$2'" >&2; exit 2; }
+            slow=${BASH_REMATCH[1]} slow_rate=${BASH_REMATCH[2]}; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) sizes+=("$1"); shift ;;
   esac
 done
 ((${#sizes[@]})) || sizes=(64 1024)
+((slow <= nodes)) || { echo "--slow: more slow nodes than nodes" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "distribution.sh: needs root (network namespaces)" >&2; exit 2; }
 for t in $tools; do
   case $t in
@@ -234,6 +239,9 @@ run_tool() { # TOOL
   rm -rf "$tw"; mkdir -p "$tw"
   node_pids=()
   "$LAB" up "$lab" "$hosts" "${rate}mbit" "$net" >/dev/null
+  for ((i = hosts - slow + 1; i <= hosts; i++)); do
+    "$LAB" rate "$lab" "$i" "${slow_rate}mbit"
+  done
   start_tracker
   log "$tool: seeding $size_mib MiB"
   if ! "seed_$tool"; then
@@ -280,10 +288,12 @@ run_tool() { # TOOL
 # Prints one tool's line for the table, and its time-line.
 result() { # TOOL STATUS T0
   local tool=$1 status=$2 t0=$3
-  python3 - "$tw" "$tool" "$status" "$t0" "$nodes" "$rate" "$size_bytes" "$t_min" <<'PY' | tee -a "$work/report"
+  python3 - "$tw" "$tool" "$status" "$t0" "$nodes" "$rate" "$size_bytes" "$t_min" "$slow" "$slow_rate" <<'PY' | tee -a "$work/report"
 import json, os, sys
-tw, tool, status, t0, n, rate, size, t_min = sys.argv[1:9]
+tw, tool, status, t0, n, rate, size, t_min, slow, slow_rate = sys.argv[1:11]
 n, rate, size, t_min = int(n), float(rate) * 1e6, int(size), float(t_min)
+# The nodes' summed download links (the slow ones have their own rate).
+cap = (n - int(slow)) * rate + int(slow) * float(slow_rate) * 1e6
 if not t0:
     print(f"ROW | {tool} | failed: {status} | | | | | |")
     sys.exit()
@@ -332,7 +342,7 @@ if rows:
         ra = min(upto, key=lambda r: abs(r[0] - a)); rb = min(upto, key=lambda r: abs(r[0] - b))
         dt = rb[0] - ra[0]
         got = sum(down(rb[1], h) - down(ra[1], h) for h in node_hosts)
-        slices.append(f"{100 * got * 8 / (dt * rate * n):.0f}" if dt > 0 else "-")
+        slices.append(f"{100 * got * 8 / (dt * cap):.0f}" if dt > 0 else "-")
     tl = (f"first MiB after {first:.1f}s; seed sent {seed_sent / size:.2f} copies "
           f"({100 * seed_sent * 8 / (end * rate):.0f}% of its uplink until the last node finished); "
           f"nodes' download links busy (% per tenth of the run): {' '.join(slices)}") if first is not None else "no bytes flowed"
@@ -348,7 +358,9 @@ print(f"     {tool}: {tl}; load average {os.getloadavg()[0]:.1f}")
 PY
 }
 
-echo "# distribution: 1 seed + $nodes nodes, ${rate} Mbit/s each way, tools: $tools; $(nproc) cores; $(date -u +%FT%TZ)" | tee "$work/report"
+mix="${rate} Mbit/s each way"
+((slow == 0)) || mix="$mix, the last $slow at ${slow_rate} Mbit/s"
+echo "# distribution: 1 seed + $nodes nodes, $mix, tools: $tools; $(nproc) cores; $(date -u +%FT%TZ)" | tee "$work/report"
 for size_mib in "${sizes[@]}"; do
   size_bytes=$((size_mib << 20))
   srcdir="$work/src-$size_mib"
@@ -360,8 +372,11 @@ for size_mib in "${sizes[@]}"; do
   "$shoal" create "$src" -o "$torrent" -t "$announce" ${piece:+--piece-size "$piece"} >/dev/null
   ih=$("$shoal" show --json "$torrent" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info_hash"])')
   ih_pct=$(echo "$ih" | sed 's/../%&/g')
-  # Equal links: T_min = max(F/u_seed, F/d, N F/(u_seed + N u)) = F/u.
-  t_min=$(awk -v f="$size_bytes" -v r="$rate" 'BEGIN {printf "%.3f", f * 8 / (r * 1e6)}')
+  # T_min = max(F/u_seed, F/d_min, N F/(u_seed + sum u)); with equal
+  # links F/u.
+  t_min=$(awk -v f="$size_bytes" -v r="$rate" -v n="$nodes" -v k="$slow" -v s="$slow_rate" 'BEGIN {
+    d = (k > 0 && s < r) ? s : r; t = f * 8 / (r * 1e6); if (f * 8 / (d * 1e6) > t) t = f * 8 / (d * 1e6)
+    a = n * f * 8 / ((r + (n - k) * r + k * s) * 1e6); if (a > t) t = a; printf "%.3f", t }')
   echo | tee -a "$work/report"
   echo "## $size_mib MiB: T_min = $t_min s" | tee -a "$work/report"
   for tool in $tools; do run_tool "$tool"; done

@@ -8,6 +8,8 @@
 #   lab.sh down LAB                 delete everything LAB made (idempotent)
 #   lab.sh exec LAB I CMD...        run CMD on host I
 #   lab.sh addr LAB I [SUBNET]      print host I's address
+#   lab.sh rate LAB I RATE          re-shape host I's link to RATE (a
+#                                   slower machine among the rest)
 #   lab.sh sweep                    delete labs whose creating process is gone
 #
 # Topology: a namespace LAB-hub holds bridge br0; host I is namespace
@@ -121,10 +123,17 @@ case $cmd in
     lab=$1 i=$2
     shift 2
     exec ip netns exec "$lab-h$i" "$@" ;;
+  rate)
+    (($# == 3)) || die "usage: lab.sh rate LAB I RATE"
+    check_name "$1"
+    [[ $3 =~ ^[0-9]+([kmg]?bit)$ ]] || die "RATE like 50mbit, got '$3'"
+    rate=$3
+    shape "$1-hub" "h$2"
+    shape "$1-h$2" eth0 ;;
   addr)
     (($# >= 2)) || die "usage: lab.sh addr LAB I [SUBNET]"
     check_subnet "${3:-198.18.2}"
     echo "${3:-198.18.2}.$2" ;;
   sweep) sweep ;;
-  *) die "usage: lab.sh up|down|exec|addr|sweep ..." ;;
+  *) die "usage: lab.sh up|down|exec|rate|addr|sweep ..." ;;
 esac
