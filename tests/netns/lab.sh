@@ -126,6 +126,7 @@ case $cmd in
   rate)
     (($# == 3)) || die "usage: lab.sh rate LAB I RATE"
     check_name "$1"
+    [[ $2 =~ ^[0-9]+$ ]] || die "I must be a host number, got '$2'"
     [[ $3 =~ ^[0-9]+([kmg]?bit)$ ]] || die "RATE like 50mbit, got '$3'"
     rate=$3
     shape "$1-hub" "h$2"
