@@ -226,7 +226,20 @@ impl Swarm {
         if !self.have.is_full() {
             return;
         }
+        // The rule frees slots and pieces for others. With nobody else
+        // to give them to, a false alarm (a live peer reading slowly, its
+        // blocks acknowledged only once whole) would only shut out the
+        // one peer we serve until the next round.
         let spreading = self.spreading();
+        if self
+            .peers
+            .values()
+            .filter(|p| p.wants_upload(spreading))
+            .count()
+            < 2
+        {
+            return;
+        }
         let stalled: Vec<PeerKey> = self
             .peers
             .iter()

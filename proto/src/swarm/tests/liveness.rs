@@ -269,3 +269,39 @@ fn a_starved_peer_gets_a_second_copy_of_what_a_thin_peer_fetches() {
     let (twice, got) = run(0);
     assert_eq!((twice.len(), got), (0, 6), "{twice:?}");
 }
+
+/// The slot-stall rule frees a slot for others; a seed with nobody else
+/// to serve keeps serving its one peer through a silence, since a peer
+/// reading slowly (a download limit) is silent too until a whole block
+/// is acknowledged.
+#[test]
+fn a_lone_peer_keeps_its_slot_through_a_silence() {
+    let c = SwarmConfig {
+        block_size: KB16,
+        spread_distinct: false,
+        ..SwarmConfig::default()
+    };
+    let geo = crate::swarm::Geometry::new(u64::from(8 * KB16), u64::from(2 * KB16)).unwrap();
+    let mut s = Swarm::new(geo, &[0xf0], c, 9).unwrap();
+    s.handle_peer_connected(t(0), A, false).unwrap();
+    s.handle_have_none(t(0), A).unwrap();
+    s.handle_interested(t(0), A, true).unwrap();
+    assert!(s.is_unchoked(A));
+    s.handle_request(t(1), A, block(0, 0)).unwrap();
+    s.handle_request(t(1), A, block(0, 1)).unwrap();
+    s.handle_bytes_sent(t(5), A, u64::from(KB16));
+    let mut now = 5;
+    while now < 5_000 {
+        now += 250;
+        s.handle_timeout(t(now));
+        drain(&mut s);
+    }
+    assert!(s.is_unchoked(A), "the only peer lost its slot");
+    // With a second peer waiting, the same silence costs A its slot.
+    s.handle_peer_connected(t(now), B, false).unwrap();
+    s.handle_have_none(t(now), B).unwrap();
+    s.handle_interested(t(now), B, true).unwrap();
+    now += 250;
+    s.handle_timeout(t(now));
+    assert!(!s.is_unchoked(A), "a silent peer kept a slot another wants");
+}
