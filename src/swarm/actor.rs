@@ -47,7 +47,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::mesh::Discovery;
 use super::{
-    close_code, from_wire_block, peer_key, to_wire, to_wire_block, TorrentMessage, TorrentStatus,
+    close_code, from_wire, from_wire_block, peer_key, to_wire, to_wire_block, TorrentMessage,
+    TorrentStatus,
 };
 use crate::storage::StorageHandle;
 use crate::transport::{
@@ -399,25 +400,11 @@ impl Actor {
             }
             m => m,
         };
-        let s = &mut self.swarm;
-        match m {
-            wire::Message::KeepAlive => Ok(()),
-            wire::Message::Bitfield(bits) => s.handle_bitfield(now, key, &bits),
-            wire::Message::HaveAll => s.handle_have_all(now, key),
-            wire::Message::HaveNone => s.handle_have_none(now, key),
-            wire::Message::Have(p) => s.handle_have(now, key, p),
-            wire::Message::Interested => s.handle_interested(now, key, true),
-            wire::Message::NotInterested => s.handle_interested(now, key, false),
-            wire::Message::Choke => s.handle_choked(now, key, true),
-            wire::Message::Unchoke => s.handle_choked(now, key, false),
-            wire::Message::Request(b) => s.handle_request(now, key, from_wire_block(b)),
-            wire::Message::Cancel(b) => s.handle_cancel(now, key, from_wire_block(b)),
-            wire::Message::Reject(b) => s.handle_reject(now, key, from_wire_block(b)),
-            // We have the metadata: unsolicited answers are ignored.
-            wire::Message::MetadataRequest { .. }
-            | wire::Message::MetadataData { .. }
-            | wire::Message::MetadataReject { .. }
-            | wire::Message::Peers(_) => Ok(()),
+        // Keep-alives need nothing; with the metadata in hand, unsolicited
+        // metadata answers are ignored.
+        match from_wire(m) {
+            Some(m) => self.swarm.handle_message(now, key, m),
+            None => Ok(()),
         }
     }
 

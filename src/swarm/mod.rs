@@ -256,6 +256,30 @@ pub(crate) fn to_wire(m: machine::Message) -> wire::Message {
     }
 }
 
+/// The wire's message in proto's spelling, if it is one the swarm state
+/// machine handles (not a keep-alive, metadata or peer exchange).
+pub(crate) fn from_wire(m: wire::Message) -> Option<machine::Message> {
+    use machine::Message as M;
+    Some(match m {
+        wire::Message::Interested => M::Interested,
+        wire::Message::NotInterested => M::NotInterested,
+        wire::Message::Choke => M::Choke,
+        wire::Message::Unchoke => M::Unchoke,
+        wire::Message::Request(b) => M::Request(from_wire_block(b)),
+        wire::Message::Cancel(b) => M::Cancel(from_wire_block(b)),
+        wire::Message::Reject(b) => M::Reject(from_wire_block(b)),
+        wire::Message::Have(p) => M::Have(p),
+        wire::Message::Bitfield(bits) => M::Bitfield(bits),
+        wire::Message::HaveAll => M::HaveAll,
+        wire::Message::HaveNone => M::HaveNone,
+        wire::Message::KeepAlive
+        | wire::Message::MetadataRequest { .. }
+        | wire::Message::MetadataData { .. }
+        | wire::Message::MetadataReject { .. }
+        | wire::Message::Peers(_) => return None,
+    })
+}
+
 /// The close code for proto's reason to disconnect.
 pub(crate) fn close_code(reason: machine::DisconnectReason) -> wire::CloseCode {
     use machine::DisconnectReason as R;
@@ -263,5 +287,38 @@ pub(crate) fn close_code(reason: machine::DisconnectReason) -> wire::CloseCode {
         R::Protocol(_) => wire::CloseCode::ProtocolViolation,
         R::Banned => wire::CloseCode::Banned,
         R::BadData | R::Stalled | R::Rejecting | R::NotUseful => wire::CloseCode::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use machine::{BlockRef, Message as M};
+
+    #[test]
+    fn proto_messages_survive_the_wire_spelling_and_the_rest_is_not_the_swarms() {
+        let b = BlockRef {
+            piece: 3,
+            offset: 1 << 18,
+            len: 1 << 18,
+        };
+        let all = [
+            M::Interested,
+            M::NotInterested,
+            M::Choke,
+            M::Unchoke,
+            M::Request(b),
+            M::Cancel(b),
+            M::Reject(b),
+            M::Have(7),
+            M::Bitfield(vec![0xa0]),
+            M::HaveAll,
+            M::HaveNone,
+        ];
+        for m in all {
+            assert_eq!(from_wire(to_wire(m.clone())), Some(m));
+        }
+        assert_eq!(from_wire(wire::Message::KeepAlive), None);
+        assert_eq!(from_wire(wire::Message::MetadataRequest { piece: 0 }), None);
     }
 }
