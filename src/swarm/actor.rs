@@ -35,7 +35,9 @@ use bytes::Bytes;
 use shoal_proto::discovery::{PeerBook, PexConfig, PexGate, PexSchedule};
 use shoal_proto::metainfo::Info;
 use shoal_proto::rng::Rng;
-use shoal_proto::swarm::{Action, BlockOutcome, BlockRef, PeerKey, Swarm, SwarmError, Time};
+use shoal_proto::swarm::{
+    Action, BlockOutcome, BlockRef, Message, PeerKey, Swarm, SwarmError, Time,
+};
 use shoal_proto::verify::check_piece;
 use shoal_proto::wire::{self, CloseCode, NodeId};
 use shoal_proto::InfoHash;
@@ -46,10 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::mesh::Discovery;
-use super::{
-    close_code, from_wire, from_wire_block, peer_key, to_wire, to_wire_block, TorrentMessage,
-    TorrentStatus,
-};
+use super::{peer_key, TorrentMessage, TorrentStatus};
 use crate::storage::StorageHandle;
 use crate::transport::{
     ConnId, ConnectError, ConnectionHandle, Delivery, Endpoint, Outbound, TransportEvent,
@@ -362,7 +361,7 @@ impl Actor {
                 if !self.current(key, conn) {
                     return;
                 }
-                let block = from_wire_block(block);
+                let block = BlockRef::from(block);
                 self.swarm
                     .handle_bytes_received(now, key, u64::from(block.len));
                 match self.swarm.handle_block(now, key, block) {
@@ -402,7 +401,7 @@ impl Actor {
         };
         // Keep-alives need nothing; with the metadata in hand, unsolicited
         // metadata answers are ignored.
-        match from_wire(m) {
+        match Message::from_wire(m) {
             Some(m) => self.swarm.handle_message(now, key, m),
             None => Ok(()),
         }
@@ -440,7 +439,7 @@ impl Actor {
                 }
                 Action::VerifyPiece { piece } => self.verify(piece),
                 Action::Disconnect { peer, reason } => {
-                    self.drop_peer(peer, Some(close_code(reason)), ending(reason));
+                    self.drop_peer(peer, Some(CloseCode::from(reason)), ending(reason));
                 }
                 Action::Ban { peer } => {
                     if let Some(n) = self.nodes.get(&peer).copied() {
@@ -463,7 +462,7 @@ impl Actor {
 
     fn send(&mut self, key: PeerKey, message: shoal_proto::swarm::Message) {
         let choke = message == shoal_proto::swarm::Message::Choke;
-        let m = to_wire(message);
+        let m = wire::Message::from(message);
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
@@ -502,10 +501,7 @@ impl Actor {
                 .read_block(ih, block.piece, block.offset, block.len)
                 .await
             {
-                Ok(data) => match conn
-                    .send_block(to_wire_block(block), Bytes::from(data))
-                    .await
-                {
+                Ok(data) => match conn.send_block(block.into(), Bytes::from(data)).await {
                     Ok(delivery) => Served::Queued(delivery),
                     Err(_) => Served::SendFailed,
                 },
@@ -538,9 +534,7 @@ impl Actor {
             // rejected, so the peer asks elsewhere instead of stalling.
             Served::ReadFailed => {
                 if let Some(p) = self.peers.get(&peer) {
-                    let _ = p
-                        .outbox
-                        .try_send(wire::Message::Reject(to_wire_block(block)));
+                    let _ = p.outbox.try_send(wire::Message::Reject(block.into()));
                 }
             }
             // The connection is going; its `Closed` event follows.

@@ -33,8 +33,8 @@ mod mesh;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shoal_proto::swarm::{self as machine, PeerKey, PeerScore, SwarmStats};
-use shoal_proto::wire::{self, NodeId};
+use shoal_proto::swarm::{PeerKey, PeerScore, SwarmStats};
+use shoal_proto::wire::NodeId;
 use shoal_proto::InfoHash;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -217,108 +217,5 @@ impl TorrentHandle {
             let _ = rx.await;
         }
         self.cancel.cancel();
-    }
-}
-
-/// proto's block reference in the wire's spelling.
-pub(crate) fn to_wire_block(b: machine::BlockRef) -> wire::BlockRef {
-    wire::BlockRef {
-        piece: b.piece,
-        offset: b.offset,
-        length: b.len,
-    }
-}
-
-/// The wire's block reference in proto's spelling.
-pub(crate) fn from_wire_block(b: wire::BlockRef) -> machine::BlockRef {
-    machine::BlockRef {
-        piece: b.piece,
-        offset: b.offset,
-        len: b.length,
-    }
-}
-
-/// Maps one of proto's semantic messages to the wire encoding.
-pub(crate) fn to_wire(m: machine::Message) -> wire::Message {
-    use machine::Message as M;
-    match m {
-        M::Interested => wire::Message::Interested,
-        M::NotInterested => wire::Message::NotInterested,
-        M::Choke => wire::Message::Choke,
-        M::Unchoke => wire::Message::Unchoke,
-        M::Request(b) => wire::Message::Request(to_wire_block(b)),
-        M::Cancel(b) => wire::Message::Cancel(to_wire_block(b)),
-        M::Reject(b) => wire::Message::Reject(to_wire_block(b)),
-        M::Have(p) => wire::Message::Have(p),
-        M::Bitfield(bits) => wire::Message::Bitfield(bits),
-        M::HaveAll => wire::Message::HaveAll,
-        M::HaveNone => wire::Message::HaveNone,
-    }
-}
-
-/// The wire's message in proto's spelling, if it is one the swarm state
-/// machine handles (not a keep-alive, metadata or peer exchange).
-pub(crate) fn from_wire(m: wire::Message) -> Option<machine::Message> {
-    use machine::Message as M;
-    Some(match m {
-        wire::Message::Interested => M::Interested,
-        wire::Message::NotInterested => M::NotInterested,
-        wire::Message::Choke => M::Choke,
-        wire::Message::Unchoke => M::Unchoke,
-        wire::Message::Request(b) => M::Request(from_wire_block(b)),
-        wire::Message::Cancel(b) => M::Cancel(from_wire_block(b)),
-        wire::Message::Reject(b) => M::Reject(from_wire_block(b)),
-        wire::Message::Have(p) => M::Have(p),
-        wire::Message::Bitfield(bits) => M::Bitfield(bits),
-        wire::Message::HaveAll => M::HaveAll,
-        wire::Message::HaveNone => M::HaveNone,
-        wire::Message::KeepAlive
-        | wire::Message::MetadataRequest { .. }
-        | wire::Message::MetadataData { .. }
-        | wire::Message::MetadataReject { .. }
-        | wire::Message::Peers(_) => return None,
-    })
-}
-
-/// The close code for proto's reason to disconnect.
-pub(crate) fn close_code(reason: machine::DisconnectReason) -> wire::CloseCode {
-    use machine::DisconnectReason as R;
-    match reason {
-        R::Protocol(_) => wire::CloseCode::ProtocolViolation,
-        R::Banned => wire::CloseCode::Banned,
-        R::BadData | R::Stalled | R::Rejecting | R::NotUseful => wire::CloseCode::Done,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use machine::{BlockRef, Message as M};
-
-    #[test]
-    fn proto_messages_survive_the_wire_spelling_and_the_rest_is_not_the_swarms() {
-        let b = BlockRef {
-            piece: 3,
-            offset: 1 << 18,
-            len: 1 << 18,
-        };
-        let all = [
-            M::Interested,
-            M::NotInterested,
-            M::Choke,
-            M::Unchoke,
-            M::Request(b),
-            M::Cancel(b),
-            M::Reject(b),
-            M::Have(7),
-            M::Bitfield(vec![0xa0]),
-            M::HaveAll,
-            M::HaveNone,
-        ];
-        for m in all {
-            assert_eq!(from_wire(to_wire(m.clone())), Some(m));
-        }
-        assert_eq!(from_wire(wire::Message::KeepAlive), None);
-        assert_eq!(from_wire(wire::Message::MetadataRequest { piece: 0 }), None);
     }
 }

@@ -144,6 +144,7 @@ mod peermap;
 mod picker;
 mod ranking;
 mod rate;
+mod spelling;
 mod spread;
 mod types;
 mod upload;
