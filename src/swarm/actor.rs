@@ -439,7 +439,7 @@ impl Actor {
                 }
                 Action::VerifyPiece { piece } => self.verify(piece),
                 Action::Disconnect { peer, reason } => {
-                    self.drop_peer(peer, Some(CloseCode::from(reason)), ending(reason));
+                    self.drop_peer(peer, Some(CloseCode::from(reason)), reason.into());
                 }
                 Action::Ban { peer } => {
                     if let Some(n) = self.nodes.get(&peer).copied() {
@@ -623,16 +623,6 @@ fn place_block(buf: &mut Vec<u8>, start: usize, data: &[u8]) {
 }
 
 /// What a disconnect proto asked for means for redialing.
-fn ending(reason: shoal_proto::swarm::DisconnectReason) -> shoal_proto::discovery::Ending {
-    use shoal_proto::discovery::Ending;
-    use shoal_proto::swarm::DisconnectReason as R;
-    match reason {
-        R::Banned => Ending::Banned,
-        R::NotUseful => Ending::NotUseful,
-        R::Protocol(_) | R::BadData | R::Stalled | R::Rejecting => Ending::Dropped,
-    }
-}
-
 fn event_peer(ev: &TransportEvent) -> &NodeId {
     match ev {
         TransportEvent::Message { peer, .. }

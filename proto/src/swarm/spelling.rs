@@ -1,4 +1,5 @@
-//! The swarm's messages in the wire's spelling and back.
+//! The swarm's messages in the wire's spelling and back, and its reasons
+//! to drop a peer in the close code's and the peer book's terms.
 //!
 //! The state machine speaks [`Message`] and [`BlockRef`]; the wire
 //! (`crate::wire`) has its own types because it also carries what the
@@ -7,6 +8,7 @@
 //! lives here rather than in each of them.
 
 use super::types::{BlockRef, DisconnectReason, Message};
+use crate::discovery::Ending;
 use crate::wire;
 
 impl From<BlockRef> for wire::BlockRef {
@@ -87,6 +89,23 @@ impl From<DisconnectReason> for wire::CloseCode {
     }
 }
 
+impl From<DisconnectReason> for Ending {
+    /// What the peer book makes of the swarm dropping a peer: a ban is
+    /// for good, a peer with nothing to trade is not redialled until
+    /// listed again, and anything else may be a passing fault, retried
+    /// with backoff.
+    fn from(reason: DisconnectReason) -> Self {
+        match reason {
+            DisconnectReason::Banned => Ending::Banned,
+            DisconnectReason::NotUseful => Ending::NotUseful,
+            DisconnectReason::Protocol(_)
+            | DisconnectReason::BadData
+            | DisconnectReason::Stalled
+            | DisconnectReason::Rejecting => Ending::Dropped,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +142,21 @@ mod tests {
             None
         );
         assert_eq!(Message::from_wire(wire::Message::Peers(Vec::new())), None);
+    }
+
+    #[test]
+    fn only_bans_and_useless_peers_escape_the_books_retries() {
+        let e = |r: DisconnectReason| Ending::from(r);
+        assert_eq!(e(DisconnectReason::Banned), Ending::Banned);
+        assert_eq!(e(DisconnectReason::NotUseful), Ending::NotUseful);
+        for r in [
+            DisconnectReason::BadData,
+            DisconnectReason::Stalled,
+            DisconnectReason::Rejecting,
+            DisconnectReason::Protocol(Violation::BadRequest),
+        ] {
+            assert_eq!(e(r), Ending::Dropped);
+        }
     }
 
     #[test]
