@@ -160,6 +160,27 @@ pub struct MeshConfig {
     pub thin_slots: Option<usize>,
     /// Most blocks outstanding per peer; unset keeps the default.
     pub max_queue_blocks: Option<u32>,
+    /// Peers per torrent at which dialing stops (inbound connections
+    /// count); unset keeps the peer book's default.
+    pub max_peers: Option<usize>,
+    /// Connections per torrent, either way, at which inbound ones are
+    /// refused as busy; unset keeps the peer book's default. Not below
+    /// `max_peers`.
+    pub max_connections: Option<usize>,
+}
+
+impl MeshConfig {
+    /// The peer book's tunables: proto's defaults under what is set here.
+    pub fn book(&self) -> shoal_proto::discovery::BookConfig {
+        let mut b = shoal_proto::discovery::BookConfig::default();
+        if let Some(n) = self.max_peers {
+            b.max_peers = n;
+        }
+        if let Some(n) = self.max_connections {
+            b.max_connections = n;
+        }
+        b
+    }
 }
 
 /// Log output.
@@ -210,6 +231,8 @@ impl Default for MeshConfig {
             thin_slots: None,
             optimistic_slots: None,
             max_queue_blocks: None,
+            max_peers: None,
+            max_connections: None,
         }
     }
 }
@@ -329,6 +352,10 @@ impl Config {
         if m.unchoke_slots == Some(0) || m.max_queue_blocks == Some(0) {
             return bad("mesh.unchoke_slots and mesh.max_queue_blocks must be positive");
         }
+        let book = m.book();
+        if book.max_peers == 0 || book.max_connections < book.max_peers {
+            return bad("mesh.max_peers must be positive and mesh.max_connections at least it");
+        }
         if m.on_complete
             .as_deref()
             .is_some_and(|c| c.trim().is_empty())
@@ -426,6 +453,8 @@ download_limit = 0
 # optimistic_slots = 1   # optimistic unchoke slots on top
 # thin_slots = 6         # more slots while some carry little (0: never)
 # max_queue_blocks = 256 # most blocks outstanding per peer
+# max_peers = 40         # peers per torrent at which dialing stops
+# max_connections = 60   # per torrent, either way: more inbound are refused
 
 [log]
 # "human" or "json".
@@ -460,6 +489,24 @@ mod tests {
         assert!(Config::parse("[http]\nlisten = \"not an address\"").is_err());
         assert!(Config::parse("[mesh]\nlissen = \"0.0.0.0:1\"").is_err());
         assert!(Config::parse("[mesh]\nunchoke_slots = 0").is_err());
+        assert!(Config::parse("[mesh]\nmax_peers = 0").is_err());
+        assert!(
+            Config::parse("[mesh]\nmax_peers = 70").is_err(),
+            "over the default 60"
+        );
+        assert!(
+            Config::parse("[mesh]\nmax_connections = 30").is_err(),
+            "under 40"
+        );
+        let b = Config::parse("[mesh]\nmax_peers = 50\nmax_connections = 80")
+            .unwrap()
+            .mesh
+            .book();
+        assert_eq!((b.max_peers, b.max_connections), (50, 80));
+        assert_eq!(
+            Config::default().mesh.book(),
+            shoal_proto::discovery::BookConfig::default()
+        );
         let m = Config::parse("[mesh]\ndownload_limit = 1000\nunchoke_slots = 8\nthin_slots = 0")
             .unwrap();
         assert_eq!(m.mesh.download_limit, 1000);

@@ -203,6 +203,84 @@ async fn a_refused_dial_by_address_is_retried_until_it_works() {
     seed.stop(st).await;
 }
 
+/// A seed whose peer book allows two connections: four leechers dial it at
+/// once, two are refused as busy (the seed never holds more than two), and
+/// those two fetch everything from a leecher they were also told of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_seed_refuses_more_peers_as_busy_and_they_fetch_from_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let file = seed_dir.join("image.bin");
+    common::write_data(&file, 8 * 1024 * 1024 + 5, 13);
+    let meta = make_torrent(&file, Some(PIECE), vec![]);
+    let want = std::fs::read(&file).unwrap();
+
+    let mut seed = node(&tmp.path().join("seed-db")).await;
+    let mut small = discovery();
+    small.book.max_peers = 1;
+    small.book.max_connections = 2;
+    seed.mesh = seed.mesh.clone().with_discovery(small);
+    let st = seed
+        .mesh
+        .start(start(&meta, &seed_dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    let first = node(&tmp.path().join("l0-db")).await;
+    let mut leechers = vec![first];
+    for i in 1..4 {
+        leechers.push(node(&tmp.path().join(format!("l{i}-db"))).await);
+    }
+    let dials: Vec<_> = leechers.iter().map(MeshNode::dial).collect();
+    let mut torrents = Vec::new();
+    for (i, n) in leechers.iter().enumerate() {
+        // Everyone knows the seed; the later ones also know leecher 0.
+        let mut peers = vec![seed.dial()];
+        if i > 0 {
+            peers.push(dials[0]);
+        }
+        let target = tmp.path().join(format!("l{i}"));
+        let t = n
+            .mesh
+            .start(start(&meta, &target, Role::Leech, peers))
+            .await
+            .unwrap();
+        torrents.push((t, target));
+    }
+    let mut most = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        most = most.max(st.status().await.unwrap().peers.len());
+        let mut done = 0;
+        for (t, _) in &torrents {
+            if t.status().await.unwrap().complete {
+                done += 1;
+            }
+        }
+        if done == torrents.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of 4 leechers complete"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(most >= 1, "nobody reached the seed");
+    assert!(
+        most <= 2,
+        "the seed held {most} connections with room for 2"
+    );
+    for (i, (_, target)) in torrents.iter().enumerate() {
+        let got = std::fs::read(target.join("image.bin")).unwrap();
+        assert!(got == want, "leecher {i}: content differs");
+    }
+    for (n, (t, _)) in leechers.into_iter().zip(torrents) {
+        n.stop(t).await;
+    }
+    seed.stop(st).await;
+}
+
 /// Serves `info_bytes` as the metadata of `ih` to whoever connects: a
 /// liar when the bytes are not the torrent's.
 async fn metadata_server(

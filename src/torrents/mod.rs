@@ -55,7 +55,7 @@ use crate::config::MeshConfig;
 use crate::storage::{
     AddTorrent, Storage, StorageConfig, StorageError, StorageHandle, TorrentSettings, TorrentSource,
 };
-use crate::swarm::{Mesh, MeshError};
+use crate::swarm::{Discovery, Mesh, MeshError};
 use crate::transport::{install_crypto_provider, Endpoint, TransportConfig, TransportError};
 
 pub use view::{Counters, Limits, PeerView, State, TorrentDetail, TorrentView};
@@ -263,7 +263,10 @@ impl Torrents {
             endpoint_stop.clone(),
         )?;
         let node_id = endpoint.node_id();
-        let mesh = Mesh::new(endpoint, storage.clone());
+        let mesh = Mesh::new(endpoint, storage.clone()).with_discovery(Discovery {
+            book: cfg.book(),
+            ..Discovery::default()
+        });
         let limits = Limits {
             upload: (cfg.upload_limit > 0).then_some(cfg.upload_limit),
             download: (cfg.download_limit > 0).then_some(cfg.download_limit),

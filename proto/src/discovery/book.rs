@@ -10,6 +10,11 @@
 //! - At most [`BookConfig::max_peers`] peers are connected or being dialled
 //!   because of [`PeerBook::poll_dials`], and at most
 //!   [`BookConfig::max_dialing`] dials run at once.
+//! - [`PeerBook::accepts_inbound`] is false once connections, dials and
+//!   inbound handshakes together reach [`BookConfig::max_connections`]:
+//!   without a bound, a node every tracker answer lists early in a flash
+//!   crowd is dialled by nearly the whole swarm (the simulator showed one
+//!   leecher with 1,000 connections in a swarm of 1,000).
 //! - A banned node is never returned by [`PeerBook::poll_dials`] again, nor
 //!   is an address that turned out to be ourselves.
 //! - After `n` failed attempts in a row the next is no sooner than
@@ -31,8 +36,12 @@ use crate::wire::{NodeId, PeerAddr, MAX_PEER_ADDRS};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookConfig {
     /// Peers connected or being dialled at which dialing stops. Inbound
-    /// connections count too, but are never refused by the book.
+    /// connections count too.
     pub max_peers: usize,
+    /// Connections either way (with dials and inbound handshakes) at which
+    /// inbound ones are refused as busy. Above `max_peers`, so that a
+    /// node that has dialled its fill still lets newcomers in.
+    pub max_connections: usize,
     /// Dials in flight at once.
     pub max_dialing: usize,
     /// Wait after the first failure; doubles with each further one.
@@ -55,6 +64,7 @@ impl Default for BookConfig {
     fn default() -> Self {
         BookConfig {
             max_peers: 40,
+            max_connections: 60,
             max_dialing: 8,
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
@@ -264,6 +274,13 @@ impl PeerBook {
             }
         }
         (connected, dialing)
+    }
+
+    /// Whether an inbound connection may go ahead, with `handshaking`
+    /// inbound connections accepted but not yet reported connected.
+    pub fn accepts_inbound(&self, handshaking: usize) -> bool {
+        let (connected, dialing) = self.counts();
+        connected + dialing + handshaking < self.cfg.max_connections
     }
 
     /// Peers connected (as far as the book was told).
@@ -587,6 +604,7 @@ mod tests {
     fn cfg() -> BookConfig {
         BookConfig {
             max_peers: 3,
+            max_connections: 5,
             max_dialing: 2,
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(16),
@@ -595,6 +613,34 @@ mod tests {
             stable_after: Duration::from_secs(60),
             max_known: 10,
         }
+    }
+
+    #[test]
+    fn inbound_is_refused_at_the_connection_bound_and_let_in_again_below_it() {
+        let mut b = PeerBook::new(cfg(), node(0));
+        let mut rng = Rng::new(1);
+        b.add_addrs(t(0), &[addr(1), addr(2)]);
+        let dials = b.poll_dials(t(0), &mut rng);
+        assert_eq!(dials.len(), 2);
+        // Two dials in flight count: three more connections fit.
+        assert!(b.accepts_inbound(0));
+        assert!(b.accepts_inbound(2));
+        assert!(!b.accepts_inbound(3), "handshakes count too");
+        for n in 10..13 {
+            assert!(b.accepts_inbound(0));
+            b.connected_to(t(1), node(n));
+        }
+        assert!(
+            !b.accepts_inbound(0),
+            "3 inbound + 2 dials = max_connections"
+        );
+        // A dial that fails frees its place.
+        b.dial_failed(t(2), dials[0].target, &mut rng);
+        assert!(b.accepts_inbound(0));
+        b.connected_to(t(2), node(13));
+        assert!(!b.accepts_inbound(0));
+        b.disconnected(t(3), node(10), Ending::Dropped, &mut rng);
+        assert!(b.accepts_inbound(0));
     }
 
     #[test]

@@ -209,6 +209,20 @@ impl Actor {
         if self.book.is_banned(&inbound.peer()) {
             return inbound.refuse(CloseCode::Banned);
         }
+        // A peer we already have replaces its connection (below) and adds
+        // none; anyone else needs room under the book's bound.
+        let key = peer_key(&inbound.peer());
+        if !self.peers.contains_key(&key) {
+            let handshaking = self
+                .peers
+                .values()
+                .filter(|p| !p.dialed && p.conn.is_none())
+                .count();
+            if !self.book.accepts_inbound(handshaking) {
+                tracing::debug!(peer = %key, "inbound refused: at the connection bound");
+                return inbound.refuse(CloseCode::Busy);
+            }
+        }
         if !self.resolve_duplicate(&inbound.peer()) {
             return inbound.refuse(CloseCode::Duplicate);
         }
@@ -219,7 +233,6 @@ impl Actor {
         };
         let session = self.session(opening);
         let ih = self.ih;
-        let key = peer_key(&inbound.peer());
         let attempt = self.next_attempt;
         let task = self
             .connecting
