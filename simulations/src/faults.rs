@@ -98,6 +98,10 @@ impl Sim {
             };
             part.push(now + delay, Ev::Gone { conn: c ^ 1 });
         }
+        if !crash {
+            // The daemon says goodbye to its tracker too.
+            self.announce_event(now, i, shoal_proto::tracker::Event::Stopped);
+        }
         let life = if crash { Life::Crashed } else { Life::Left };
         self.world_mut().life[i as usize] = life;
         let n = self.node_mut(i);
@@ -130,6 +134,10 @@ impl Sim {
     /// it after `detect_us`) or heals (everyone short of neighbours
     /// redials).
     pub(crate) fn partition(&mut self, index: usize, heal: bool) {
+        if heal && self.world.books {
+            // The books' own retries find the other side again.
+            return;
+        }
         if heal {
             for i in 0..self.world.specs.len() as u32 {
                 let (part, world) = self.at(i);
@@ -191,7 +199,7 @@ impl Sim {
     }
 
     /// Whether `i` and `j` share an up connection.
-    fn connected(&self, i: u32, j: u32) -> bool {
+    pub(crate) fn connected(&self, i: u32, j: u32) -> bool {
         self.link_of
             .get(&(i.min(j), i.max(j)))
             .is_some_and(|&l| self.conn(2 * l).up)

@@ -12,6 +12,7 @@
 //! the OS's randomness or a hash map's iteration order, so a run is a
 //! pure function of its scenario.
 
+mod discovery;
 pub mod faults;
 mod flows;
 pub mod net;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use shoal_sim::run::run_scenario_with;
-use shoal_sim::scenario::Scenario;
+use shoal_sim::scenario::{DiscoveryMode, Scenario};
 
 /// mimalloc rather than glibc's malloc: at 5,000 nodes nearly every event
 /// lands on memory that is not in cache, and mimalloc's size-class pages
@@ -45,6 +45,9 @@ enum Cmd {
         /// Overrides the degree (peers each node dials).
         #[arg(long)]
         degree: Option<usize>,
+        /// Overrides how nodes find each other: graph or tracker.
+        #[arg(long)]
+        discovery: Option<String>,
         /// Overrides the swarm's request (block) size, KiB.
         #[arg(long)]
         block_kib: Option<u32>,
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         file_mib,
         piece_kib,
         degree,
+        discovery,
         block_kib,
         progress,
         threads,
@@ -91,6 +95,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = degree {
         s.degree = v;
     }
+    if let Some(v) = discovery {
+        s.discovery = match v.as_str() {
+            "graph" => DiscoveryMode::Graph,
+            "tracker" => DiscoveryMode::Tracker,
+            _ => anyhow::bail!("--discovery is graph or tracker, not {v:?}"),
+        };
+    }
     if let Some(v) = block_kib {
         s.swarm.block_kib = Some(v);
     }
@@ -99,15 +110,18 @@ fn main() -> anyhow::Result<()> {
     let f = out.file_bytes as f64;
     let staying = out.completions_us();
     let done = staying.iter().filter(|c| c.is_some()).count();
+    let discovery = match s.discovery {
+        DiscoveryMode::Graph => format!("degree {}", s.degree),
+        DiscoveryMode::Tracker => "peer books, tracker and PEX".to_string(),
+    };
     println!(
-        "scenario {} seed {}: {} leechers + {} seeder(s), {:.0} MiB in {} KiB pieces, degree {}",
+        "scenario {} seed {}: {} leechers + {} seeder(s), {:.0} MiB in {} KiB pieces, {discovery}",
         s.name,
         s.seed,
         s.nodes,
         s.seeders.count,
         f / (1 << 20) as f64,
         s.piece_kib,
-        s.degree
     );
     println!("completed        {done}/{} staying", staying.len());
     let q = |p| {
@@ -127,6 +141,20 @@ fn main() -> anyhow::Result<()> {
         out.ratio().map_or("-".to_string(), |r| format!("{r:.3}"))
     );
     println!("seed uploaded/F  {:.3}", out.seed_uploaded as f64 / f);
+    let peaks: Vec<u32> = out.nodes.iter().map(|n| n.peak_conns).collect();
+    println!(
+        "connections      peak per leecher: mean {:.1}, min {}, max {}; seeders' peak {}",
+        peaks.iter().map(|&p| f64::from(p)).sum::<f64>() / peaks.len().max(1) as f64,
+        peaks.iter().min().unwrap_or(&0),
+        peaks.iter().max().unwrap_or(&0),
+        out.seed_peak_conns
+    );
+    if out.dials.0 > 0 {
+        println!(
+            "dials            {} by peer books, {} refused or failed",
+            out.dials.0, out.dials.1
+        );
+    }
     let left = out.nodes.iter().filter(|n| n.left_us.is_some()).count();
     let corrupt = out.nodes.iter().filter(|n| n.corrupt).count();
     if left + corrupt > 0 || out.seeds_left_us.is_some() {

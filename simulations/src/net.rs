@@ -32,8 +32,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use shoal_proto::discovery::Target;
 use shoal_proto::swarm::{BlockRef, Message, PeerKey, Swarm, Time};
+use shoal_proto::tracker::Event;
+use shoal_proto::wire::PeerAddr;
 
+use crate::discovery::{NodeBook, Tracker};
 use crate::faults::Plan;
 use crate::outcome::{NodeResult, Outcome};
 use crate::part::Part;
@@ -80,15 +84,52 @@ pub(crate) enum Ev {
     Gone {
         conn: u32,
     },
+    /// Node `node`'s discovery tick (`discovery = "tracker"`).
+    BookTick {
+        node: u32,
+    },
+    /// A `Peers` message on the receiver's half `conn`.
+    Pex {
+        conn: u32,
+        to: u32,
+        list: Vec<PeerAddr>,
+    },
 }
 
 /// An event that touches more than one node: run between windows.
 #[derive(Debug)]
 pub(crate) enum Gev {
-    Connect { link: u32 },
-    Leave { node: u32, crash: bool },
-    Redial { node: u32 },
-    Partition { index: usize, heal: bool },
+    Connect {
+        link: u32,
+    },
+    /// An announce reaches the tracker (`seq` numbers regular ones).
+    Announce {
+        node: u32,
+        event: Event,
+        seq: u32,
+    },
+    /// The tracker's answer reaches the node.
+    Answer {
+        node: u32,
+        peers: Vec<u32>,
+    },
+    /// A dial (its handshake done) reaches `to`.
+    Dial {
+        from: u32,
+        to: u32,
+        target: Target,
+    },
+    Leave {
+        node: u32,
+        crash: bool,
+    },
+    Redial {
+        node: u32,
+    },
+    Partition {
+        index: usize,
+        heal: bool,
+    },
 }
 
 /// What never changes about a connection half (latency and loss are in
@@ -151,6 +192,10 @@ pub(crate) struct Node {
     /// Pieces stored after a clean check.
     pub(crate) clean: u32,
     pub(crate) redial_pending: bool,
+    /// Most connections up at once.
+    pub(crate) peak_live: u32,
+    /// Its peer book, when discovery runs the daemon's way.
+    pub(crate) book: Option<Box<NodeBook>>,
 }
 
 /// What both parts read and neither changes during a window.
@@ -170,6 +215,8 @@ pub(crate) struct World {
     pub(crate) split: u32,
     degree: usize,
     seed_degree: usize,
+    /// Nodes find each other through books, a tracker and PEX.
+    pub(crate) books: bool,
 }
 
 impl World {
@@ -314,7 +361,7 @@ pub struct Sim {
     /// Staying honest leechers not yet complete.
     pub(crate) waiting: usize,
     limit_us: u64,
-    file_bytes: u64,
+    pub(crate) file_bytes: u64,
     t_min: f64,
     pub(crate) bans: Vec<(u32, u32)>,
     pub(crate) seeds_left: Option<u64>,
@@ -328,6 +375,11 @@ pub struct Sim {
     /// Windows run so far (for `--progress`).
     windows: u64,
     progress: bool,
+    /// The tracker (`discovery = "tracker"`).
+    pub(crate) tracker: Option<Tracker>,
+    /// Dials that reached their end, and how many of those were refused
+    /// (busy, duplicate, banned) or failed.
+    pub(crate) dials: (u64, u64),
 }
 
 impl Sim {
@@ -366,6 +418,10 @@ impl Sim {
                 tainted: Vec::new(),
                 clean: 0,
                 redial_pending: false,
+                peak_live: 0,
+                book: setup
+                    .books
+                    .then(|| Box::new(NodeBook::new(i as u32, setup.seed, s.seed))),
             })
             .collect();
         let waiting = setup
@@ -385,6 +441,7 @@ impl Sim {
             split,
             degree: setup.degree,
             seed_degree: setup.seed_degree,
+            books: setup.books,
         };
         let second = nodes.split_off(split as usize);
         let parts = vec![
@@ -416,6 +473,8 @@ impl Sim {
             settles: 0,
             windows: 0,
             progress: false,
+            tracker: setup.books.then(|| Tracker::new(setup.seed)),
+            dials: (0, 0),
         };
         for &(a, b) in &setup.links {
             let link = sim.link(a, b);
@@ -424,6 +483,9 @@ impl Sim {
                 .max(setup.nodes[b as usize].join_us);
             let at = join + sim.world.lat(a, b);
             sim.push_global(at, Gev::Connect { link });
+        }
+        if setup.books {
+            sim.start_discovery();
         }
         sim.schedule_faults();
         sim
@@ -554,6 +616,22 @@ impl Sim {
         for (at, node) in redials {
             self.push_global(at.max(now), Gev::Redial { node });
         }
+        let mut dials = Vec::new();
+        for p in &mut self.parts {
+            dials.append(&mut p.dials);
+        }
+        for (at, from, to, target) in dials {
+            // TLS and the handshake: one round trip.
+            let at = at.max(now) + 2 * self.world.lat(from, to);
+            self.push_global(at, Gev::Dial { from, to, target });
+        }
+        let mut completed = Vec::new();
+        for p in &mut self.parts {
+            completed.append(&mut p.announces);
+        }
+        for (at, node) in completed {
+            self.announce_event(at.max(now), node, Event::Completed);
+        }
         if self.covered_count == self.pieces {
             self.one_copy_exists();
         }
@@ -561,7 +639,13 @@ impl Sim {
 
     fn global_event(&mut self, ev: Gev) {
         match ev {
-            Gev::Connect { link } => self.connect(link),
+            Gev::Connect { link } => {
+                let dialer = self.world.halves[2 * link as usize].node;
+                self.connect_from(link, dialer);
+            }
+            Gev::Announce { node, event, seq } => self.announce(node, event, seq),
+            Gev::Answer { node, peers } => self.answer(node, &peers),
+            Gev::Dial { from, to, target } => self.dial(from, to, target),
             Gev::Leave { node, crash } => self.leave(node, crash),
             Gev::Redial { node } => self.redial(node),
             Gev::Partition { index, heal } => self.partition(index, heal),
@@ -592,6 +676,7 @@ impl Sim {
                 leaves: n.spec.leave.is_some(),
                 corrupt: n.spec.corrupt,
                 clean: n.clean == pieces,
+                peak_conns: n.peak_live,
             })
             .collect();
         Outcome {
@@ -600,6 +685,13 @@ impl Sim {
             file_bytes: self.file_bytes,
             t_min: self.t_min,
             events: self.events(),
+            dials: self.dials,
+            seed_peak_conns: nodes
+                .iter()
+                .filter(|n| n.spec.seed)
+                .map(|n| n.peak_live)
+                .max()
+                .unwrap_or(0),
             stale_events: self.parts.iter().map(|p| p.stale).sum(),
             end_us: self.parts.iter().map(|p| p.last_at).max().unwrap_or(0),
             failed_pieces: self.parts.iter().map(|p| p.failed).sum(),
@@ -651,6 +743,7 @@ impl Sim {
                 peer: y,
                 cap,
             });
+            let books = self.world.books;
             for p in &mut self.parts {
                 p.conns.push(ConnState {
                     loss,
@@ -659,16 +752,23 @@ impl Sim {
                     peer: y,
                     ..ConnState::default()
                 });
+                if books {
+                    p.pex.push(None);
+                }
             }
         }
         self.link_of.insert(pair, l);
         l
     }
 
-    /// Both ends of `link` learn of the connection (the handshake is
-    /// done), unless either is gone, cut off, or refuses the other.
-    fn connect(&mut self, link: u32) {
-        let (c0, c1) = (2 * link, 2 * link + 1);
+    /// Both ends of `link` learn of the connection `dialer` made (the
+    /// handshake is done), unless either is gone, cut off, or refuses the
+    /// other; false if it did not come up.
+    pub(crate) fn connect_from(&mut self, link: u32, dialer: u32) -> bool {
+        let (mut c0, mut c1) = (2 * link, 2 * link + 1);
+        if self.world.halves[c0 as usize].node != dialer {
+            (c0, c1) = (c1, c0);
+        }
         let (a, b) = (
             self.world.halves[c0 as usize].node,
             self.world.halves[c1 as usize].node,
@@ -678,7 +778,7 @@ impl Sim {
         // end has not yet learnt that the other end closed it.
         let busy = self.conn(c0).up || self.conn(c1).up;
         if busy || !alive(self, a) || !alive(self, b) || self.world.cut(self.now, a, b) {
-            return;
+            return false;
         }
         let now = Time::from_micros(self.now);
         let ra = self
@@ -689,10 +789,16 @@ impl Sim {
             .node_mut(b)
             .swarm
             .handle_peer_connected(now, PeerKey(u64::from(c1)), false);
-        if ra.is_ok() && rb.is_ok() {
+        let up = ra.is_ok() && rb.is_ok();
+        if up {
             for (c, n) in [(c0, a), (c1, b)] {
                 self.at(n).0.conns[c as usize].up = true;
-                self.node_mut(n).live += 1;
+                let n = self.node_mut(n);
+                n.live += 1;
+                n.peak_live = n.peak_live.max(n.live);
+            }
+            if self.world.books {
+                self.discovery_connected(link);
             }
         } else {
             self.node_mut(a)
@@ -706,5 +812,6 @@ impl Sim {
             let (part, world) = self.at(n);
             part.drain(n, world);
         }
+        up
     }
 }

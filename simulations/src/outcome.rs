@@ -36,6 +36,8 @@ pub struct NodeResult {
     /// Every piece it stored went through a passing hash check and no
     /// accepted block of it came from a corrupt peer.
     pub clean: bool,
+    /// Most connections it had up at once.
+    pub peak_conns: u32,
 }
 
 impl NodeResult {
@@ -58,6 +60,11 @@ pub struct Outcome {
     pub t_min: f64,
     /// Events popped from the queue (stale ones included).
     pub events: u64,
+    /// Most connections any seeder had up at once.
+    pub seed_peak_conns: u32,
+    /// Dials made by peer books (`discovery = "tracker"`), and how many
+    /// of them were refused or failed.
+    pub dials: (u64, u64),
     /// Of those, superseded flow completions and timers.
     pub stale_events: u64,
     /// Simulated time at the end, µs.

@@ -26,6 +26,7 @@
 //! fetches all its receivers before handling any. Warming only reads, so
 //! it cannot change a result.
 
+use shoal_proto::discovery::{Ending, PexGate, PexSchedule, Target};
 use shoal_proto::swarm::{Action, BlockOutcome, Message, PeerKey, Time};
 
 use crate::flows::Flow;
@@ -77,6 +78,12 @@ pub(crate) struct Part {
     pub(crate) scratch_caps: Vec<(f64, u32)>,
     /// `Have`s being collected: (delay, receiving node, its half).
     haves: Vec<(u64, u32, u32)>,
+    /// Per half (with books only): its `Peers` schedule and gate.
+    pub(crate) pex: Vec<Option<(PexSchedule, PexGate)>>,
+    /// `(when, from, to, book entry)`: dials to start between windows.
+    pub(crate) dials: Vec<(u64, u32, u32, Target)>,
+    /// `(when, node)`: `completed` announces to make between windows.
+    pub(crate) announces: Vec<(u64, u32)>,
 }
 
 impl Part {
@@ -109,6 +116,9 @@ impl Part {
             failed: 0,
             scratch_caps: Vec::new(),
             haves: Vec::new(),
+            pex: Vec::new(),
+            dials: Vec::new(),
+            announces: Vec::new(),
         }
     }
 
@@ -242,8 +252,14 @@ impl Part {
                     .swarm
                     .handle_peer_disconnected(now, PeerKey(u64::from(conn)));
                 self.drain(node, world);
-                self.want_redial(world, node);
+                if world.books {
+                    self.book_lost(node, conn, Ending::Dropped);
+                } else {
+                    self.want_redial(world, node);
+                }
             }
+            Ev::BookTick { node } => self.book_tick(world, node),
+            Ev::Pex { conn, to, list } => self.on_pex(conn, to, list),
         }
     }
 
@@ -300,7 +316,7 @@ impl Part {
                     }
                 }
                 Action::VerifyPiece { piece } => self.verify(i, piece),
-                Action::Disconnect { peer, .. } => {
+                Action::Disconnect { peer, reason } => {
                     let c = peer.0 as u32;
                     if self.conns[c as usize].up {
                         self.close(world, c);
@@ -309,13 +325,18 @@ impl Part {
                             let (at, to) = (self.now + u64::from(h.lat), h.peer);
                             self.route(world, at, to, Ev::Gone { conn: c ^ 1 });
                         }
-                        self.want_redial(world, i);
+                        if world.books {
+                            self.book_lost(i, c, reason.into());
+                        } else {
+                            self.want_redial(world, i);
+                        }
                     }
                 }
                 Action::Ban { peer } => {
                     let j = self.conns[peer.0 as usize].peer;
                     self.node(i).banned.push(j);
                     self.bans.push((i, j));
+                    self.book_ban(i, j);
                 }
                 Action::Completed => self.completed(i),
             }
@@ -349,14 +370,14 @@ impl Part {
 
     /// Whether a message may leave on our half `c`: it is up and the path
     /// is not cut (a cut drops everything until the ends notice).
-    fn sendable(&self, world: &World, c: u32) -> bool {
+    pub(crate) fn sendable(&self, world: &World, c: u32) -> bool {
         let h = &self.conns[c as usize];
         h.up && !world.cut(self.now, h.node, h.peer)
     }
 
     /// Delay of one control message on half `c`'s path: latency, plus one
     /// retransmission timeout (2 × RTT, at least 1 ms) per loss.
-    fn msg_delay(&mut self, c: u32) -> u64 {
+    pub(crate) fn msg_delay(&mut self, c: u32) -> u64 {
         let h = &self.conns[c as usize];
         let (lat, loss) = (u64::from(h.lat), h.loss);
         let mut d = lat;
@@ -438,7 +459,12 @@ impl Part {
             return;
         }
         n.completed_at = Some(now);
-        if !n.spec.corrupt && n.spec.leave.is_none() {
+        let counts = !n.spec.corrupt && n.spec.leave.is_none();
+        if let Some(b) = n.book.as_mut() {
+            b.book.set_complete(true);
+            self.announces.push((now, i));
+        }
+        if counts {
             self.done += 1;
         }
     }
@@ -474,7 +500,8 @@ impl Part {
         let now = self.now;
         let n = self.node(i);
         let degree = world.target_degree(i);
-        if world.life[i as usize] != Life::Alive
+        if world.books
+            || world.life[i as usize] != Life::Alive
             || n.redial_pending
             || (!n.spec.seed && n.swarm.is_complete())
             || (n.live as usize) >= degree

@@ -29,6 +29,11 @@ pub struct Scenario {
     pub file_mib: u64,
     /// Piece size in KiB.
     pub piece_kib: u64,
+    /// How nodes find each other: a fixed random graph (`"graph"`, the
+    /// default) or the daemon's way (`"tracker"`: peer books fed by a
+    /// tracker and peer exchange; `degree` and `seed_degree` are unused).
+    #[serde(default)]
+    pub discovery: DiscoveryMode,
     /// Peers each node dials at start (it may be dialled by more).
     #[serde(default = "sixteen")]
     pub degree: usize,
@@ -66,6 +71,19 @@ pub struct Scenario {
     /// Replicated tracker tables to simulate (see `replication.rs`).
     #[serde(default)]
     pub tracker: Option<TrackerSpec>,
+}
+
+/// How nodes find each other (see [`Scenario::discovery`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    /// Each leecher dials `degree` random leechers once and redials only
+    /// to replace a lost connection; seeders dial `seed_degree`.
+    #[default]
+    Graph,
+    /// proto's peer book and PEX, fed by a simulated tracker (see
+    /// `discovery.rs`).
+    Tracker,
 }
 
 /// Faults scheduled into a run. Fractions are of the leechers, chosen by
@@ -324,6 +342,14 @@ impl Scenario {
             .chain([self.seeders.region]);
         if used.into_iter().any(|r| r >= regions) {
             bail!("a region index is beyond the latency matrix");
+        }
+        if self.discovery == DiscoveryMode::Tracker
+            && self.nodes + self.seeders.count > crate::discovery::MAX_NODES
+        {
+            bail!(
+                "discovery = \"tracker\" names nodes in 198.18.0.0/15: at most {} nodes",
+                crate::discovery::MAX_NODES
+            );
         }
         if self.degree == 0 {
             bail!("degree must be at least 1");

@@ -5,7 +5,7 @@ use shoal_proto::swarm::{Geometry, SwarmConfig};
 
 use crate::faults::{Cut, Plan};
 use crate::rng::SplitMix;
-use crate::scenario::{NodeSpec, Scenario};
+use crate::scenario::{DiscoveryMode, NodeSpec, Scenario};
 use crate::{fluid_lower_bound, Capacities};
 
 /// Everything needed to build a simulation, independent of TOML.
@@ -33,6 +33,9 @@ pub struct Setup {
     pub plan: Plan,
     /// Loss on paths between different regions.
     pub inter_region_loss: f64,
+    /// Nodes find each other through peer books, a tracker and PEX
+    /// (`links` is then empty).
+    pub books: bool,
 }
 
 impl Setup {
@@ -44,7 +47,12 @@ impl Setup {
         let nodes = s.node_specs(&mut rng);
         let seeders = s.seeders.count;
         let seed_degree = s.seed_degree.unwrap_or(s.degree);
-        let links = random_graph(nodes.len(), seeders, s.degree, seed_degree, &mut rng);
+        let books = s.discovery == DiscoveryMode::Tracker;
+        let links = if books {
+            Vec::new()
+        } else {
+            random_graph(nodes.len(), seeders, s.degree, seed_degree, &mut rng)
+        };
         let regions = s.regions.as_ref().map_or(1, Vec::len);
         let latency_us = (0..regions)
             .map(|a| (0..regions).map(|b| s.latency_us(a, b)).collect())
@@ -77,6 +85,7 @@ impl Setup {
             seed_degree,
             plan,
             inter_region_loss: s.inter_region_loss,
+            books,
         };
         let t_min = setup.t_min();
         setup.limit_us = (s.max_sim_secs.unwrap_or(50.0 * t_min) * 1e6) as u64;

@@ -179,7 +179,11 @@ impl Actor {
             info: p.info,
             info_bytes: p.info_bytes,
             swarm: p.swarm,
-            book: PeerBook::new(p.discovery.book, local),
+            book: {
+                let mut b = PeerBook::new(p.discovery.book, local);
+                b.set_complete(complete);
+                b
+            },
             pex_cfg: p.discovery.pex,
             // Another stream than proto's swarm draws from the same seed.
             rng: Rng::new(p.seed ^ 0x5045_4552_424f_4f4b),
@@ -455,6 +459,7 @@ impl Actor {
                 }
                 Action::Completed => {
                     self.complete.send_replace(true);
+                    self.book.set_complete(true);
                 }
             }
         }

@@ -10,6 +10,15 @@
 //! - At most [`BookConfig::max_peers`] peers are connected or being dialled
 //!   because of [`PeerBook::poll_dials`], and at most
 //!   [`BookConfig::max_dialing`] dials run at once.
+//! - While the torrent is complete ([`PeerBook::set_complete`]) the book
+//!   dials nobody it was not explicitly asked to ([`PeerBook::retry_now`]):
+//!   the peers that need a complete node dial it (trackers
+//!   list seeders to leechers, PEX passes it on), and dials between
+//!   complete nodes only find each other useless. Without this rule every
+//!   node of a finished flash crowd dialled its way through its whole
+//!   book, one useless handshake per entry (in the simulator, about 200
+//!   per node at 1,000 nodes), and again each time `forget_after` made the
+//!   given-up entries due.
 //! - [`PeerBook::accepts_inbound`] is false once connections, dials and
 //!   inbound handshakes together reach [`BookConfig::max_connections`]:
 //!   without a bound, a node every tracker answer lists early in a flash
@@ -136,6 +145,9 @@ struct Entry {
     failures: u32,
     retry_at: Time,
     listed_at: Time,
+    /// Someone asked for a dial now ([`PeerBook::retry_now`]); cleared
+    /// when the dial starts.
+    asked: bool,
 }
 
 impl Entry {
@@ -147,6 +159,7 @@ impl Entry {
             failures: 0,
             retry_at: now,
             listed_at: now,
+            asked: false,
         }
     }
 
@@ -166,6 +179,7 @@ pub struct PeerBook {
     local: NodeId,
     entries: BTreeMap<Target, Entry>,
     own_addrs: BTreeSet<SocketAddr>,
+    complete: bool,
 }
 
 impl PeerBook {
@@ -176,6 +190,7 @@ impl PeerBook {
             local,
             entries: BTreeMap::new(),
             own_addrs: BTreeSet::new(),
+            complete: false,
         }
     }
 
@@ -276,6 +291,12 @@ impl PeerBook {
         (connected, dialing)
     }
 
+    /// Our torrent is complete (a seed), or incomplete again: a complete
+    /// node dials nobody (see the module comment).
+    pub fn set_complete(&mut self, complete: bool) {
+        self.complete = complete;
+    }
+
     /// Whether an inbound connection may go ahead, with `handshaking`
     /// inbound connections accepted but not yet reported connected.
     pub fn accepts_inbound(&self, handshaking: usize) -> bool {
@@ -309,7 +330,12 @@ impl PeerBook {
         let mut due: Vec<Target> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.state == State::Idle && e.retry_at <= now && !e.addrs.is_empty())
+            .filter(|(_, e)| {
+                e.state == State::Idle
+                    && e.retry_at <= now
+                    && !e.addrs.is_empty()
+                    && (e.asked || !self.complete)
+            })
             .map(|(t, _)| *t)
             .collect();
         let mut out = Vec::new();
@@ -320,6 +346,7 @@ impl PeerBook {
                 continue;
             };
             e.state = State::Dialing;
+            e.asked = false;
             let addr = e.addrs[e.next_addr % e.addrs.len()];
             out.push(Dial {
                 target,
@@ -342,7 +369,9 @@ impl PeerBook {
         }
         self.entries
             .values()
-            .filter(|e| e.state == State::Idle && !e.addrs.is_empty())
+            .filter(|e| {
+                e.state == State::Idle && !e.addrs.is_empty() && (e.asked || !self.complete)
+            })
             .map(|e| e.retry_at)
             .min()
     }
@@ -501,11 +530,15 @@ impl PeerBook {
     pub fn retry_now(&mut self, now: Time, target: Target) {
         if let Some(e) = self.entries.get_mut(&target) {
             match e.state {
-                State::Idle => e.retry_at = now,
+                State::Idle => {
+                    e.retry_at = now;
+                    e.asked = true;
+                }
                 State::GaveUp { .. } => {
                     e.state = State::Idle;
                     e.failures = 0;
                     e.retry_at = now;
+                    e.asked = true;
                 }
                 State::Dialing | State::Connected { .. } | State::Banned => {}
             }
@@ -613,6 +646,31 @@ mod tests {
             stable_after: Duration::from_secs(60),
             max_known: 10,
         }
+    }
+
+    #[test]
+    fn a_complete_node_dials_nobody_until_it_is_incomplete_again() {
+        let mut b = PeerBook::new(cfg(), node(0));
+        let mut rng = Rng::new(1);
+        b.add_addrs(t(0), &[addr(1), addr(2)]);
+        b.set_complete(true);
+        assert!(b.poll_dials(t(0), &mut rng).is_empty());
+        assert_eq!(b.poll_timeout(), None);
+        // Others may still dial in.
+        assert!(b.accepts_inbound(0));
+        // Unless asked to by name.
+        b.retry_now(t(1), Target::Addr(addr(2)));
+        let d = b.poll_dials(t(1), &mut rng);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].target, Target::Addr(addr(2)));
+        b.dial_failed(t(1), d[0].target, &mut rng);
+        assert!(
+            b.poll_dials(t(60), &mut rng).is_empty(),
+            "asked once, not for good"
+        );
+        b.set_complete(false);
+        assert_eq!(b.poll_timeout(), Some(t(0)));
+        assert_eq!(b.poll_dials(t(60), &mut rng).len(), 2);
     }
 
     #[test]

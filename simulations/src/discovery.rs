@@ -1,0 +1,517 @@
+//! Peer discovery the daemon's way (`discovery = "tracker"`): every node
+//! runs proto's [`PeerBook`] and PEX rules, fed by a tracker's answers and
+//! by the `Peers` messages of its connections, instead of the fixed random
+//! graph of `discovery = "graph"`.
+//!
+//! What the simulator adds around proto's decisions is what the daemon's
+//! actor (`src/swarm/actor/conns.rs`) and announcer (`src/announce.rs`)
+//! add around them:
+//! - **Identity.** Node `i` is node id [`node_id`]`(i)`, listening at
+//!   [`addr`]`(i)` (198.18.0.0/15, a label only: nothing is sent).
+//! - **Announces.** A node announces `started` when it joins, `completed`
+//!   as it completes, `stopped` when it leaves gracefully (a crash says
+//!   nothing), and otherwise every 30 s while incomplete and every 300 s
+//!   once complete (the announcer's `leech_interval` and the tracker's
+//!   default interval). The tracker is one proto [`PeerTable`] (the
+//!   daemon's; replication between trackers is the `[tracker]` section's
+//!   separate run) one path away from node 0, the first seeder. It
+//!   answers with its own selection rules: up to 50 (`numwant`) random
+//!   live peers, no seeders to a seeder.
+//! - **The tick.** Every 500 ms (the actor's `DISCOVERY_TICK`) a node
+//!   expires its book, sends the `Peers` messages its connections'
+//!   [`PexSchedule`]s say are due, and starts the dials the book returns.
+//!   It also sends a connection's first `Peers` as soon as it opens, and
+//!   dials at once after an answer, an admitted `Peers` or a lost
+//!   connection, as the actor does.
+//! - **Dials.** A dial takes one round trip (TLS and the handshake, as a
+//!   graph connect does) and then reaches a live, joined, uncut node or
+//!   fails. A node already connected, banned, at its book's
+//!   `max_connections`, or refusing in its swarm refuses it as the actor
+//!   would.
+//!
+//! Dials and announces run between windows (they touch two nodes, or the
+//! tracker's list); the tick and `Peers` run inside a node's part.
+
+use std::net::{IpAddr, SocketAddr};
+
+use shoal_proto::discovery::{
+    admitted_entries, build_peers, BookConfig, Ending, PeerBook, PexConfig, PexGate, PexSchedule,
+    Refusal, Target,
+};
+use shoal_proto::rng::Rng;
+use shoal_proto::swarm::Time;
+use shoal_proto::tracker::table::{PeerTable, TableConfig};
+use shoal_proto::tracker::{AnnounceRequest, Clock, Event, PeerInfo};
+use shoal_proto::wire::{NodeId, PeerAddr};
+use shoal_proto::InfoHash;
+
+use crate::net::{Ev, Gev, Life, Sim, World};
+use crate::part::Part;
+
+/// The daemon's discovery tick (`src/swarm/actor.rs`), µs.
+pub(crate) const TICK_US: u64 = 500_000;
+/// Peers a tracker answer lists (the announcer's `numwant`).
+const NUMWANT: usize = 50;
+/// Announce interval while incomplete (the announcer's `leech_interval`).
+const LEECH_ANNOUNCE_US: u64 = 30_000_000;
+/// Announce interval once complete (the tracker's default interval).
+const SEED_ANNOUNCE_US: u64 = 300_000_000;
+/// The torrent's name at the tracker.
+const INFO_HASH: InfoHash = InfoHash([0x5e; 20]);
+/// The node the tracker sits beside.
+const TRACKER_NEAR: u32 = 0;
+/// Nodes 198.18.0.0/15 can name.
+pub(crate) const MAX_NODES: usize = 1 << 17;
+
+/// Node `i`'s id.
+pub(crate) fn node_id(i: u32) -> NodeId {
+    let mut id = [0x5e; 32];
+    id[..4].copy_from_slice(&i.to_be_bytes());
+    id
+}
+
+/// Where node `i` listens.
+pub(crate) fn addr(i: u32) -> SocketAddr {
+    let [_, hi, mid, lo] = i.to_be_bytes();
+    SocketAddr::from(([198, 18 + hi, mid, lo], 4443))
+}
+
+/// The node listening at `a`, if any.
+pub(crate) fn index_of(a: SocketAddr) -> Option<u32> {
+    let IpAddr::V4(v) = a.ip() else { return None };
+    let [first, second, mid, lo] = v.octets();
+    if first != 198 || !(18..=19).contains(&second) || a.port() != 4443 {
+        return None;
+    }
+    Some(u32::from_be_bytes([0, second - 18, mid, lo]))
+}
+
+/// One node's discovery state.
+#[derive(Debug)]
+pub(crate) struct NodeBook {
+    pub(crate) book: PeerBook,
+    rng: Rng,
+    /// The regular announce scheduled last; an earlier one is stale (an
+    /// event announce came between).
+    announce_seq: u32,
+}
+
+impl NodeBook {
+    pub(crate) fn new(i: u32, seed: u64, complete: bool) -> NodeBook {
+        let mut book = PeerBook::new(BookConfig::default(), node_id(i));
+        book.set_complete(complete);
+        NodeBook {
+            book,
+            rng: Rng::new(seed ^ 0xb00c_0000_0000_0000 ^ u64::from(i).wrapping_mul(0x9e37_79b9)),
+            announce_seq: 0,
+        }
+    }
+}
+
+/// The tracker: one proto peer table.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    table: PeerTable,
+    clock: Clock,
+    answer: Vec<PeerInfo>,
+}
+
+impl Tracker {
+    pub(crate) fn new(seed: u64) -> Tracker {
+        let mut cfg = TableConfig::for_interval(SEED_ANNOUNCE_US / 1000);
+        cfg.hash_seed = seed;
+        Tracker {
+            table: PeerTable::new(cfg),
+            clock: Clock::new(1),
+            answer: Vec::new(),
+        }
+    }
+
+    /// Node `i`'s announce at `now_us`: the nodes the answer lists (none
+    /// for `stopped`).
+    fn announce(&mut self, now_us: u64, i: u32, event: Event, left: u64, seed: u64) -> Vec<u32> {
+        let now_ms = now_us / 1000;
+        let req = AnnounceRequest {
+            info_hash: INFO_HASH,
+            peer_id: peer_id(i),
+            port: addr(i).port(),
+            uploaded: 0,
+            downloaded: 0,
+            left,
+            event,
+            compact: true,
+            no_peer_id: false,
+            numwant: Some(NUMWANT as u32),
+            ip: None,
+            key: None,
+        };
+        if self
+            .table
+            .apply_announce(now_ms, &mut self.clock, &req, addr(i))
+            .is_err()
+            || event == Event::Stopped
+        {
+            return Vec::new();
+        }
+        self.answer.clear();
+        self.table.select_peers_into(
+            now_ms,
+            &INFO_HASH,
+            &req.peer_id,
+            NUMWANT,
+            req.is_seeder(),
+            seed,
+            &mut self.answer,
+        );
+        self.answer
+            .iter()
+            .filter_map(|p| index_of(p.addr))
+            .collect()
+    }
+}
+
+/// Node `i`'s peer id at the tracker.
+fn peer_id(i: u32) -> [u8; 20] {
+    let mut id = [b'-'; 20];
+    id[..4].copy_from_slice(&i.to_be_bytes());
+    id
+}
+
+impl Part {
+    /// Node `i`'s discovery tick: forget, send due `Peers`, dial.
+    pub(crate) fn book_tick(&mut self, world: &World, i: u32) {
+        if world.life[i as usize] != Life::Alive {
+            return;
+        }
+        let now = Time::from_micros(self.now);
+        let Some(b) = self.node(i).book.as_mut() else {
+            return;
+        };
+        b.book.expire(now);
+        self.send_pex(world, i);
+        self.dial_due(i);
+        let at = self.now + TICK_US;
+        self.push(at, Ev::BookTick { node: i });
+    }
+
+    /// Sends `Peers` on each of `i`'s connections whose schedule is due.
+    pub(crate) fn send_pex(&mut self, world: &World, i: u32) {
+        let now = Time::from_micros(self.now);
+        let cfg = PexConfig::default();
+        let own = PeerAddr {
+            node_id: node_id(i),
+            addrs: vec![addr(i)],
+        };
+        for k in 0..self.node(i).halves.len() {
+            let c = self.node(i).halves[k];
+            let due =
+                self.conns[c as usize].up && self.pex[c as usize].is_some_and(|(s, _)| s.due(now));
+            if !due {
+                continue;
+            }
+            let peer = self.conns[c as usize].peer;
+            let Some(b) = self.node(i).book.as_mut() else {
+                return;
+            };
+            let list = build_peers(
+                Some(own.clone()),
+                b.book.connected_peers(&node_id(peer)),
+                &mut b.rng,
+            );
+            if let Some((s, _)) = &mut self.pex[c as usize] {
+                s.sent(now, &cfg);
+            }
+            if self.sendable(world, c) {
+                let at = self.now + self.msg_delay(c);
+                let ev = Ev::Pex {
+                    conn: c ^ 1,
+                    to: peer,
+                    list,
+                };
+                self.route(world, at, peer, ev);
+            }
+        }
+    }
+
+    /// A `Peers` reaches node `to` on its half `c`.
+    pub(crate) fn on_pex(&mut self, c: u32, to: u32, list: Vec<PeerAddr>) {
+        let now = Time::from_micros(self.now);
+        let cfg = PexConfig::default();
+        if !self.conns[c as usize].up {
+            return;
+        }
+        let admitted = match &mut self.pex[c as usize] {
+            Some((_, gate)) => gate.admit(now, &cfg),
+            None => false,
+        };
+        if !admitted {
+            return;
+        }
+        let sender = self.conns[c as usize].peer;
+        let got = admitted_entries(&node_id(to), &node_id(sender), addr(sender).ip(), list);
+        let Some(b) = self.node(to).book.as_mut() else {
+            return;
+        };
+        if !got.sender_addrs.is_empty() {
+            b.book.add_node(now, node_id(sender), &got.sender_addrs);
+        }
+        b.book.add_pex(now, &got.others);
+        self.dial_due(to);
+    }
+
+    /// Asks `i`'s book for dials; they start between windows.
+    pub(crate) fn dial_due(&mut self, i: u32) {
+        let (now_us, now) = (self.now, Time::from_micros(self.now));
+        let Some(b) = self.nodes[(i - self.base) as usize].book.as_mut() else {
+            return;
+        };
+        for d in b.book.poll_dials(now, &mut b.rng) {
+            match index_of(d.addr) {
+                Some(j) => self.dials.push((now_us, i, j, d.target)),
+                None => b.book.dial_failed(now, d.target, &mut b.rng),
+            }
+        }
+    }
+
+    /// Node `i`'s connection on half `c` ended: its book hears how.
+    pub(crate) fn book_lost(&mut self, i: u32, c: u32, how: Ending) {
+        let now = Time::from_micros(self.now);
+        let peer = self.conns[c as usize].peer;
+        if let Some(p) = self.pex.get_mut(c as usize) {
+            *p = None;
+        }
+        let Some(b) = self.node(i).book.as_mut() else {
+            return;
+        };
+        b.book.disconnected(now, node_id(peer), how, &mut b.rng);
+        self.dial_due(i);
+    }
+
+    /// Node `i` banned node `j`.
+    pub(crate) fn book_ban(&mut self, i: u32, j: u32) {
+        let now = Time::from_micros(self.now);
+        if let Some(b) = self.node(i).book.as_mut() {
+            b.book.ban(now, node_id(j));
+        }
+    }
+}
+
+impl Sim {
+    /// Schedules every node's first announce and tick.
+    pub(crate) fn start_discovery(&mut self) {
+        for i in 0..self.world.specs.len() as u32 {
+            let join = self.world.specs[i as usize].join_us;
+            let at = join + self.world.lat(i, TRACKER_NEAR);
+            self.push_global(
+                at,
+                Gev::Announce {
+                    node: i,
+                    event: Event::Started,
+                    seq: 0,
+                },
+            );
+            // Ticks spread over the period, as timers started at
+            // different moments would be.
+            let tick = join + self.rng.below(TICK_US);
+            let (part, _) = self.at(i);
+            part.push(tick, Ev::BookTick { node: i });
+        }
+    }
+
+    /// Node `i` announces `event` at `at` (it reaches the tracker a path
+    /// later).
+    pub(crate) fn announce_event(&mut self, at: u64, i: u32, event: Event) {
+        if self.tracker.is_some() {
+            let at = at + self.world.lat(i, TRACKER_NEAR);
+            self.push_global(
+                at,
+                Gev::Announce {
+                    node: i,
+                    event,
+                    seq: 0,
+                },
+            );
+        }
+    }
+
+    /// Node `i`'s announce (regular ones numbered `seq`) reaches the
+    /// tracker.
+    pub(crate) fn announce(&mut self, i: u32, event: Event, seq: u32) {
+        let live = self.world.life[i as usize] == Life::Alive;
+        let Some(b) = self.node(i).book.as_ref() else {
+            return;
+        };
+        if (event == Event::None && seq != b.announce_seq) || (!live && event != Event::Stopped) {
+            return;
+        }
+        let left = if self.node(i).swarm.is_complete() {
+            0
+        } else {
+            self.file_bytes
+        };
+        let seed = self.rng.below(u64::MAX);
+        let now = self.now;
+        let Some(t) = self.tracker.as_mut() else {
+            return;
+        };
+        let peers = t.announce(now, i, event, left, seed);
+        if event == Event::Stopped {
+            return;
+        }
+        let at = self.now + self.world.lat(i, TRACKER_NEAR);
+        self.push_global(at, Gev::Answer { node: i, peers });
+    }
+
+    /// The tracker's answer reaches node `i`: candidates for its book; the
+    /// next regular announce is scheduled.
+    pub(crate) fn answer(&mut self, i: u32, peers: &[u32]) {
+        if self.world.life[i as usize] != Life::Alive {
+            return;
+        }
+        let now = Time::from_micros(self.now);
+        let addrs: Vec<SocketAddr> = peers.iter().map(|&j| addr(j)).collect();
+        let complete = self.node(i).swarm.is_complete();
+        let Some(b) = self.node_mut(i).book.as_mut() else {
+            return;
+        };
+        b.book.add_addrs(now, &addrs);
+        b.announce_seq += 1;
+        let seq = b.announce_seq;
+        self.at(i).0.dial_due(i);
+        let every = if complete {
+            SEED_ANNOUNCE_US
+        } else {
+            LEECH_ANNOUNCE_US
+        };
+        let at = self.now + every + self.world.lat(i, TRACKER_NEAR);
+        let event = Event::None;
+        self.push_global(
+            at,
+            Gev::Announce {
+                node: i,
+                event,
+                seq,
+            },
+        );
+    }
+
+    /// Node `i`'s dial of node `j` (book entry `target`) arrives.
+    pub(crate) fn dial(&mut self, i: u32, j: u32, target: Target) {
+        if self.world.life[i as usize] != Life::Alive {
+            return;
+        }
+        let now = Time::from_micros(self.now);
+        self.dials.0 += 1;
+        let reachable = (j as usize) < self.world.specs.len()
+            && j != i
+            && self.world.life[j as usize] == Life::Alive
+            && self.world.specs[j as usize].join_us <= self.now
+            && !self.world.cut(self.now, i, j);
+        let (id, at) = (node_id(j), addr(j));
+        let refusal = if !reachable {
+            None
+        } else if self.node(i).banned.contains(&j)
+            || self
+                .node(i)
+                .book
+                .as_ref()
+                .is_some_and(|b| b.book.is_banned(&id))
+        {
+            Some(Refusal::Banned)
+        } else if self.connected(i, j) {
+            Some(Refusal::Duplicate)
+        } else if !self
+            .node(j)
+            .book
+            .as_ref()
+            .is_none_or(|b| b.book.accepts_inbound(0))
+        {
+            // Busy: the handshake fails, and the book backs off.
+            None
+        } else {
+            let named = self
+                .node_mut(i)
+                .book
+                .as_mut()
+                .map(|b| b.book.dial_identified(now, target, id, at));
+            let link = self.link(i, j);
+            if self.connect_from(link, i) {
+                return;
+            }
+            self.dials.1 += 1;
+            // The other end refused it in its swarm (a ban), or a
+            // half of an old connection is still up.
+            if let (Some(named), Some(b)) = (named, self.node_mut(i).book.as_mut()) {
+                b.book.dial_failed(now, named, &mut b.rng);
+            }
+            return;
+        };
+        self.dials.1 += 1;
+        let Some(b) = self.node_mut(i).book.as_mut() else {
+            return;
+        };
+        match refusal {
+            None => b.book.dial_failed(now, target, &mut b.rng),
+            Some(why) => b.book.dial_refused(now, target, id, at, why),
+        }
+    }
+
+    /// Both ends of a new connection on `link` tell their books and send
+    /// their first `Peers`.
+    pub(crate) fn discovery_connected(&mut self, link: u32) {
+        let now_us = self.now;
+        let now = Time::from_micros(now_us);
+        let cfg = PexConfig::default();
+        for c in [2 * link, 2 * link + 1] {
+            let (n, peer) = {
+                let h = &self.world.halves[c as usize];
+                (h.node, h.peer)
+            };
+            let (part, world) = self.at(n);
+            part.pex[c as usize] = Some((PexSchedule::new(now), PexGate::new(now, &cfg)));
+            if let Some(b) = part.node(n).book.as_mut() {
+                b.book.connected_to(now, node_id(peer));
+            }
+            part.send_pex(world, n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_name_their_node_and_nothing_else() {
+        for i in [0, 1, 255, 256, 65_535, 65_536, (MAX_NODES - 1) as u32] {
+            assert_eq!(index_of(addr(i)), Some(i));
+            assert_ne!(node_id(i), node_id(i + 1));
+        }
+        let other = SocketAddr::from(([198, 20, 0, 1], 4443));
+        assert_eq!(index_of(other), None);
+        let port = SocketAddr::from(([198, 18, 0, 1], 80));
+        assert_eq!(index_of(port), None);
+    }
+
+    #[test]
+    fn the_tracker_answers_by_its_own_rules() {
+        let mut t = Tracker::new(1);
+        let f = 1 << 30;
+        assert!(t.announce(0, 0, Event::Started, 0, 1).is_empty());
+        for i in 1..100 {
+            let got = t.announce(1000, i, Event::Started, f, u64::from(i));
+            assert!(got.len() <= NUMWANT && !got.contains(&i));
+        }
+        let got = t.announce(2000, 100, Event::Started, f, 7);
+        assert_eq!(got.len(), NUMWANT);
+        // A seeder hears of leechers only; a goodbye takes a node off.
+        let got = t.announce(3000, 0, Event::None, 0, 8);
+        assert_eq!(got.len(), NUMWANT);
+        assert!(!got.contains(&0));
+        for i in 1..100 {
+            assert!(t.announce(4000, i, Event::Stopped, f, 9).is_empty());
+        }
+        assert_eq!(t.announce(5000, 0, Event::None, 0, 10), vec![100]);
+        assert_eq!(t.announce(5000, 100, Event::None, f, 11), vec![0]);
+    }
+}
