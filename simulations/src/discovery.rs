@@ -299,7 +299,15 @@ impl Part {
 impl Sim {
     /// Schedules every node's first announce and tick.
     pub(crate) fn start_discovery(&mut self) {
-        for i in 0..self.world.specs.len() as u32 {
+        // Nodes that join at the same moment reach the tracker in a random
+        // order, not by index: classes are laid out by index, and the
+        // first announcers are the ones the seed's connections fill with.
+        let mut order: Vec<u32> = (0..self.world.specs.len() as u32).collect();
+        for k in (1..order.len()).rev() {
+            let j = self.rng.below(k as u64 + 1) as usize;
+            order.swap(k, j);
+        }
+        for i in order {
             let join = self.world.specs[i as usize].join_us;
             let at = join + self.world.lat(i, TRACKER_NEAR);
             self.push_global(

@@ -11,14 +11,16 @@
 //!   because of [`PeerBook::poll_dials`], and at most
 //!   [`BookConfig::max_dialing`] dials run at once.
 //! - While the torrent is complete ([`PeerBook::set_complete`]) the book
-//!   dials nobody it was not explicitly asked to ([`PeerBook::retry_now`]):
-//!   the peers that need a complete node dial it (trackers
-//!   list seeders to leechers, PEX passes it on), and dials between
-//!   complete nodes only find each other useless. Without this rule every
-//!   node of a finished flash crowd dialled its way through its whole
-//!   book, one useless handshake per entry (in the simulator, about 200
-//!   per node at 1,000 nodes), and again each time `forget_after` made the
-//!   given-up entries due.
+//!   dials only bare addresses (what trackers list, and a tracker lists
+//!   only leechers to a seeder) and entries it was explicitly asked to
+//!   dial ([`PeerBook::retry_now`]), not nodes learnt by PEX, which are as
+//!   likely complete too: dials between complete nodes only find each
+//!   other useless. Without this rule every node of a finished flash
+//!   crowd dialled its way through its whole book, one useless handshake
+//!   per entry (in the simulator, about 200 per node at 1,000 nodes), and
+//!   again each time `forget_after` made the given-up entries due. A seed
+//!   that dialled nobody at all was no better: in a flash crowd too few
+//!   leechers dial it (in the simulator, 5 of 1,000).
 //! - [`PeerBook::accepts_inbound`] is false once connections, dials and
 //!   inbound handshakes together reach [`BookConfig::max_connections`]:
 //!   without a bound, a node every tracker answer lists early in a flash
@@ -330,11 +332,11 @@ impl PeerBook {
         let mut due: Vec<Target> = self
             .entries
             .iter()
-            .filter(|(_, e)| {
+            .filter(|(t, e)| {
                 e.state == State::Idle
                     && e.retry_at <= now
                     && !e.addrs.is_empty()
-                    && (e.asked || !self.complete)
+                    && (e.asked || !self.complete || matches!(t, Target::Addr(_)))
             })
             .map(|(t, _)| *t)
             .collect();
@@ -368,11 +370,13 @@ impl PeerBook {
             return None;
         }
         self.entries
-            .values()
-            .filter(|e| {
-                e.state == State::Idle && !e.addrs.is_empty() && (e.asked || !self.complete)
+            .iter()
+            .filter(|(t, e)| {
+                e.state == State::Idle
+                    && !e.addrs.is_empty()
+                    && (e.asked || !self.complete || matches!(t, Target::Addr(_)))
             })
-            .map(|e| e.retry_at)
+            .map(|(_, e)| e.retry_at)
             .min()
     }
 
@@ -649,28 +653,41 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_node_dials_nobody_until_it_is_incomplete_again() {
+    fn a_complete_node_dials_tracker_listings_and_what_it_is_asked_to_only() {
         let mut b = PeerBook::new(cfg(), node(0));
         let mut rng = Rng::new(1);
-        b.add_addrs(t(0), &[addr(1), addr(2)]);
+        let pex = |n: u8| PeerAddr {
+            node_id: node(n),
+            addrs: vec![addr(u16::from(n))],
+        };
+        b.add_pex(t(0), &[pex(1), pex(2)]);
         b.set_complete(true);
-        assert!(b.poll_dials(t(0), &mut rng).is_empty());
+        assert!(b.poll_dials(t(0), &mut rng).is_empty(), "PEX nodes wait");
         assert_eq!(b.poll_timeout(), None);
         // Others may still dial in.
         assert!(b.accepts_inbound(0));
-        // Unless asked to by name.
-        b.retry_now(t(1), Target::Addr(addr(2)));
+        // A tracker's listing is dialled.
+        b.add_addrs(t(1), &[addr(3)]);
+        assert_eq!(b.poll_timeout(), Some(t(1)));
         let d = b.poll_dials(t(1), &mut rng);
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].target, Target::Addr(addr(2)));
-        b.dial_failed(t(1), d[0].target, &mut rng);
+        assert_eq!(d[0].target, Target::Addr(addr(3)));
+        // So is a node someone asks for by name, once.
+        b.retry_now(t(2), Target::Node(node(2)));
+        let d = b.poll_dials(t(2), &mut rng);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].target, Target::Node(node(2)));
+        b.dial_failed(t(2), d[0].target, &mut rng);
         assert!(
             b.poll_dials(t(60), &mut rng).is_empty(),
             "asked once, not for good"
         );
         b.set_complete(false);
-        assert_eq!(b.poll_timeout(), Some(t(0)));
-        assert_eq!(b.poll_dials(t(60), &mut rng).len(), 2);
+        assert_eq!(
+            b.poll_dials(t(60), &mut rng).len(),
+            1,
+            "one dial slot is busy"
+        );
     }
 
     #[test]
