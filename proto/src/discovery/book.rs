@@ -19,8 +19,9 @@
 //!   crowd dialled its way through its book, one useless handshake per
 //!   entry (in the simulator, 174 dials per node at 1,000 nodes instead of
 //!   36), and again each time `forget_after` made the given-up entries
-//!   due. A seed that dialled nobody at all was no better: in a flash
-//!   crowd too few leechers dial it (in the simulator, 5 of 1,000).
+//!   due. A seed that dialled nobody at all would wait for leechers to
+//!   pick it among their many entries: in a simulated flash crowd of
+//!   1,000, 5 did.
 //! - [`PeerBook::accepts_inbound`] is false once connections, dials and
 //!   inbound handshakes together reach [`BookConfig::max_connections`]:
 //!   without a bound, a node every tracker answer lists early in a flash
