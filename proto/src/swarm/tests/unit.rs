@@ -240,6 +240,70 @@ fn thin_slots_open_more_and_close_at_the_round() {
     assert_eq!(run(0), (3, 3, 3), "the rule can be turned off");
 }
 
+/// A seed done spreading whose slots all went to slow peers furthest
+/// behind gives its extra (thin) slots to the peers it lately uploaded to
+/// fastest, not to more slow ones.
+#[test]
+fn a_seeds_extra_slots_go_to_peers_that_took_the_most_lately() {
+    let n = 16;
+    let run = |rule_applies: bool| {
+        let c = SwarmConfig {
+            spread_distinct: false,
+            unchoke_slots: 2,
+            optimistic_slots: 1,
+            max_thin_slots: 2,
+            ..cfg()
+        };
+        let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
+        // 10-12 are fast and ahead; they connect first and take the
+        // first three slots. 13-17 are slow and far behind.
+        let fast: Vec<PeerKey> = (10..13).map(PeerKey).collect();
+        let slow: Vec<PeerKey> = (13..18).map(PeerKey).collect();
+        for &k in fast.iter().chain(&slow) {
+            let held = if fast.contains(&k) { 0..12 } else { 0..2 };
+            s.handle_peer_connected(t(0), k, false).unwrap();
+            s.handle_bitfield(t(0), k, &bits(n, held)).unwrap();
+            s.handle_interested(t(0), k, true).unwrap();
+        }
+        assert!(fast.iter().all(|&k| s.is_unchoked(k)));
+        let mut now = 0;
+        while now < 14_000 {
+            now += 250;
+            for &k in fast.iter().chain(&slow) {
+                if s.is_unchoked(k) {
+                    let b = BlockRef {
+                        piece: 15,
+                        offset: 0,
+                        len: KB16,
+                    };
+                    s.handle_request(t(now), k, b).unwrap();
+                    // 64 KB/s to a fast peer, 4 KB/s to a slow one; with
+                    // the rule off (a throw-away measure) everyone is
+                    // slow, so no slot is thin and none is extra.
+                    let sent = if fast.contains(&k) && rule_applies {
+                        KB16
+                    } else {
+                        1024
+                    };
+                    s.handle_bytes_sent(t(now), k, u64::from(sent));
+                }
+            }
+            s.handle_timeout(t(now));
+            drain(&mut s);
+        }
+        let unchoked_fast = fast.iter().filter(|&&k| s.is_unchoked(k)).count();
+        let unchoked_slow = slow.iter().filter(|&&k| s.is_unchoked(k)).count();
+        (unchoked_fast, unchoked_slow)
+    };
+    // The round at 10 s gave the three regular slots to slow peers (they
+    // are furthest behind); theirs are thin, so two more open, for two
+    // fast peers.
+    assert_eq!(run(true), (2, 3));
+    // Where every slot carries the same, nothing is thin: three slots,
+    // all for the peers furthest behind.
+    assert_eq!(run(false), (0, 3));
+}
+
 #[test]
 fn a_seed_unchokes_the_peers_furthest_behind() {
     let n = 16;
