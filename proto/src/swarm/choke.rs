@@ -160,15 +160,8 @@ impl Swarm {
         }
         let chosen: Vec<PeerKey> = if self.have.is_full() {
             self.optimistic.clear();
-            if self.spreading() {
-                ranked.into_iter().take(self.slots()).collect()
-            } else {
-                let base = self.slots() - self.thin_slots;
-                let mut chosen: Vec<PeerKey> = ranked.iter().take(base).copied().collect();
-                let rest: Vec<PeerKey> = ranked.into_iter().skip(base).collect();
-                chosen.extend(self.by_recent_upload(now, rest, self.thin_slots));
-                chosen
-            }
+            let extra = if self.spreading() { 0 } else { self.thin_slots };
+            self.regular_then_extra(now, ranked, self.slots() - extra, extra)
         } else {
             self.optimistic.retain(|k| ranked.contains(k));
             let mut chosen: Vec<PeerKey> = ranked
@@ -315,27 +308,32 @@ impl Swarm {
         } else {
             0
         };
-        let regular: Vec<PeerKey> = ranked.iter().take(free - extra).copied().collect();
-        let rest: Vec<PeerKey> = ranked.into_iter().skip(free - extra).collect();
-        let chosen = self.by_recent_upload(now, rest, extra);
-        for k in regular.into_iter().chain(chosen) {
+        for k in self.regular_then_extra(now, ranked, free - extra, extra) {
             self.set_choke(now, k, false);
         }
     }
 
-    /// The `n` of `pool` we have uploaded to fastest lately, the rest in
-    /// `pool`'s order. A seed's extra slots go to them rather than to the
-    /// peers furthest behind: the slots are extra because the ones it has
-    /// carry little, and the peers furthest behind are often the slow ones
-    /// (in the simulator's heterogeneous fleet with the daemon's discovery,
-    /// all 13 of a seed's slots went to 100 Mbit/s nodes taking about
-    /// 1 MB/s each, and its 10 Gbit/s uplink idled).
-    fn by_recent_upload(&self, now: Time, pool: Vec<PeerKey>, n: usize) -> Vec<PeerKey> {
-        if n == 0 {
-            return Vec::new();
+    /// The first `regular` of `ranked`, then the `extra` of the rest we
+    /// have uploaded to fastest lately (ties in `ranked`'s order). A
+    /// seed's extra slots go to those rather than to the peers furthest
+    /// behind: the slots are extra because the ones it has carry little,
+    /// and the peers furthest behind are often the slow ones (in the
+    /// simulator's heterogeneous fleet with the daemon's discovery, all 13
+    /// of a seed's slots went to 100 Mbit/s nodes taking about 1 MB/s each,
+    /// and its 10 Gbit/s uplink idled).
+    fn regular_then_extra(
+        &self,
+        now: Time,
+        mut ranked: Vec<PeerKey>,
+        regular: usize,
+        extra: usize,
+    ) -> Vec<PeerKey> {
+        let rest = ranked.split_off(regular.min(ranked.len()));
+        if extra == 0 {
+            return ranked;
         }
         let tau = self.cfg.rate_window;
-        let mut rated: Vec<(f64, usize, PeerKey)> = pool
+        let mut rated: Vec<(f64, usize, PeerKey)> = rest
             .into_iter()
             .enumerate()
             .map(|(i, k)| (self.peers.get(&k).map_or(0.0, |p| p.up.get(now, tau)), i, k))
@@ -346,6 +344,7 @@ impl Swarm {
                 .unwrap_or(Ordering::Equal)
                 .then(a.1.cmp(&b.1))
         });
-        rated.into_iter().take(n).map(|(_, _, k)| k).collect()
+        ranked.extend(rated.into_iter().take(extra).map(|(_, _, k)| k));
+        ranked
     }
 }
