@@ -47,6 +47,7 @@ use shoal_proto::InfoHash;
 
 use crate::net::{Ev, Gev, Life, Sim, World};
 use crate::part::Part;
+use crate::replication::announce_request;
 
 /// The daemon's discovery tick (`src/swarm/actor.rs`), µs.
 pub(crate) const TICK_US: u64 = 500_000;
@@ -132,18 +133,9 @@ impl Tracker {
     fn announce(&mut self, now_us: u64, i: u32, event: Event, left: u64, seed: u64) -> Vec<u32> {
         let now_ms = now_us / 1000;
         let req = AnnounceRequest {
-            info_hash: INFO_HASH,
-            peer_id: peer_id(i),
             port: addr(i).port(),
-            uploaded: 0,
-            downloaded: 0,
-            left,
-            event,
-            compact: true,
-            no_peer_id: false,
             numwant: Some(NUMWANT as u32),
-            ip: None,
-            key: None,
+            ..announce_request(INFO_HASH, i, event, left)
         };
         if self
             .table
@@ -168,13 +160,6 @@ impl Tracker {
             .filter_map(|p| index_of(p.addr))
             .collect()
     }
-}
-
-/// Node `i`'s peer id at the tracker.
-fn peer_id(i: u32) -> [u8; 20] {
-    let mut id = [b'-'; 20];
-    id[..4].copy_from_slice(&i.to_be_bytes());
-    id
 }
 
 impl Part {

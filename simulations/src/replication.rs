@@ -262,7 +262,7 @@ pub fn run(
                     .min_by_key(|&k| (reps[k].region != region, k));
                 let Some(k) = target else { continue };
                 let done = completed_at[node as usize].is_some_and(|c| c <= now);
-                let req = announce(info_hash, node, event, if done { 0 } else { total });
+                let req = announce_request(info_hash, node, event, if done { 0 } else { total });
                 let addr =
                     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | node), 6881));
                 let rep = &mut reps[k];
@@ -378,7 +378,14 @@ fn merge(rep: &mut Replica, delta: &Delta, now_ms: u64) {
     rep.table.merge_delta(delta, now_ms);
 }
 
-fn announce(info_hash: InfoHash, node: u32, event: Event, left: u64) -> AnnounceRequest {
+/// Node `node`'s announce of `event` with `left` bytes to go, as the
+/// simulated nodes send it (peer id from the node index, no numwant).
+pub(crate) fn announce_request(
+    info_hash: InfoHash,
+    node: u32,
+    event: Event,
+    left: u64,
+) -> AnnounceRequest {
     let mut peer_id = [b'-'; 20];
     peer_id[..4].copy_from_slice(&node.to_be_bytes());
     AnnounceRequest {
