@@ -25,6 +25,7 @@ pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod setup;
+mod worker;
 
 /// Capacities of a distribution, in bytes per second.
 #[derive(Debug, Clone, PartialEq)]
