@@ -26,6 +26,29 @@ fn deliver_piece(s: &mut Swarm, now: Time, from: PeerKey, piece: u32) {
     s.handle_piece_stored(now, piece).unwrap();
 }
 
+/// A seed's 250 ms of upload: every unchoked one of `peers` asks for a
+/// block of `piece` and takes `sent(peer)` bytes of it; then the timer.
+fn serve_tick(
+    s: &mut Swarm,
+    now: u64,
+    peers: &[PeerKey],
+    piece: u32,
+    sent: impl Fn(PeerKey) -> u32,
+) {
+    for &k in peers {
+        if s.is_unchoked(k) {
+            let b = BlockRef {
+                piece,
+                offset: 0,
+                len: KB16,
+            };
+            s.handle_request(t(now), k, b).unwrap();
+            s.handle_bytes_sent(t(now), k, u64::from(sent(k)));
+        }
+    }
+    s.handle_timeout(t(now));
+}
+
 #[test]
 fn rarest_first_picks_the_rarest_piece() {
     let n = 10;
@@ -211,20 +234,14 @@ fn thin_slots_open_more_and_close_at_the_round() {
         let mut at = |s: &mut Swarm, until: u64, slow: &[PeerKey]| {
             while now < until {
                 now += 250;
-                for &k in &peers {
-                    if s.is_unchoked(k) {
-                        let b = BlockRef {
-                            piece: 8,
-                            offset: 0,
-                            len: KB16,
-                        };
-                        s.handle_request(t(now), k, b).unwrap();
-                        // 64 KB/s, or 4 KB/s for a peer behind a slow path.
-                        let sent = if slow.contains(&k) { 1024 } else { KB16 };
-                        s.handle_bytes_sent(t(now), k, u64::from(sent));
+                // 64 KB/s, or 4 KB/s for a peer behind a slow path.
+                serve_tick(s, now, &peers, 8, |k| {
+                    if slow.contains(&k) {
+                        1024
+                    } else {
+                        KB16
                     }
-                }
-                s.handle_timeout(t(now));
+                });
                 drain(s);
                 most = most.max(s.stats().unchoked);
             }
@@ -259,7 +276,8 @@ fn a_seeds_extra_slots_go_to_peers_that_took_the_most_lately() {
         // first three slots. 13-17 are slow and far behind.
         let fast: Vec<PeerKey> = (10..13).map(PeerKey).collect();
         let slow: Vec<PeerKey> = (13..18).map(PeerKey).collect();
-        for &k in fast.iter().chain(&slow) {
+        let all: Vec<PeerKey> = fast.iter().chain(&slow).copied().collect();
+        for &k in &all {
             let held = if fast.contains(&k) { 0..12 } else { 0..2 };
             s.handle_peer_connected(t(0), k, false).unwrap();
             s.handle_bitfield(t(0), k, &bits(n, held)).unwrap();
@@ -269,26 +287,16 @@ fn a_seeds_extra_slots_go_to_peers_that_took_the_most_lately() {
         let mut now = 0;
         while now < 14_000 {
             now += 250;
-            for &k in fast.iter().chain(&slow) {
-                if s.is_unchoked(k) {
-                    let b = BlockRef {
-                        piece: 15,
-                        offset: 0,
-                        len: KB16,
-                    };
-                    s.handle_request(t(now), k, b).unwrap();
-                    // 64 KB/s to a fast peer, 4 KB/s to a slow one; with
-                    // the rule off (a throw-away measure) everyone is
-                    // slow, so no slot is thin and none is extra.
-                    let sent = if fast.contains(&k) && rule_applies {
-                        KB16
-                    } else {
-                        1024
-                    };
-                    s.handle_bytes_sent(t(now), k, u64::from(sent));
+            // 64 KB/s to a fast peer, 4 KB/s to a slow one; with the rule
+            // off (a throw-away measure) everyone is slow, so no slot is
+            // thin and none is extra.
+            serve_tick(&mut s, now, &all, 15, |k| {
+                if fast.contains(&k) && rule_applies {
+                    KB16
+                } else {
+                    1024
                 }
-            }
-            s.handle_timeout(t(now));
+            });
             drain(&mut s);
         }
         let unchoked_fast = fast.iter().filter(|&&k| s.is_unchoked(k)).count();
@@ -328,18 +336,7 @@ fn a_seed_unchokes_the_peers_furthest_behind() {
     while now < 10_250 {
         now += 250;
         // The unchoked fetch (a seed takes back an unused slot).
-        for &k in &peers {
-            if s.is_unchoked(k) {
-                let b = BlockRef {
-                    piece: 15,
-                    offset: 0,
-                    len: KB16,
-                };
-                s.handle_request(t(now), k, b).unwrap();
-                s.handle_bytes_sent(t(now), k, u64::from(KB16));
-            }
-        }
-        s.handle_timeout(t(now));
+        serve_tick(&mut s, now, &peers, 15, |_| KB16);
     }
     let unchoked: Vec<PeerKey> = peers
         .iter()
