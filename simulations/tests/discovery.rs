@@ -5,40 +5,23 @@
 //! the seed leaving, a partition and its heal) are survived; runs stay
 //! deterministic and independent of the thread count.
 
+mod common;
+
+use common::{run, FLASH};
 use shoal_proto::discovery::BookConfig;
 use shoal_sim::net::Sim;
-use shoal_sim::outcome::Outcome;
-use shoal_sim::run::run_scenario;
 use shoal_sim::scenario::Scenario;
 use shoal_sim::setup::Setup;
 
-/// 200 leechers at 1 Gbit/s up, 4 Gbit/s down, one 1 Gbit/s seed, 256 MiB
-/// in 1 MiB pieces, 1 ms one-way (`tests/sim.rs`'s flash crowd), peers
-/// found the daemon's way.
-const FLASH: &str = r#"
-name = "small-flash-tracker"
-seed = 7
-nodes = 200
-file_mib = 256
-piece_kib = 1024
-latency_ms = 1.0
-discovery = "tracker"
-
-[seeders]
-up_mbps = 1000
-
-[[class]]
-up_mbps = 1000
-down_mbps = 4000
-"#;
-
-fn run(text: &str) -> Outcome {
-    run_scenario(&Scenario::parse(text).unwrap()).unwrap().0
+/// `tests/sim.rs`'s flash crowd (200 leechers, 256 MiB), peers found the
+/// daemon's way.
+fn flash() -> String {
+    FLASH.replace("degree = 16", "discovery = \"tracker\"")
 }
 
 #[test]
 fn peer_books_meet_within_their_bound_and_finish_a_flash_crowd() {
-    let out = run(FLASH);
+    let out = run(&flash());
     assert!(out.all_completed(), "{:?}", out.completions_us());
     let ratio = out.ratio().unwrap();
     let bound = BookConfig::default();
@@ -72,7 +55,7 @@ fn peer_books_meet_within_their_bound_and_finish_a_flash_crowd() {
 fn tracker_discovery_is_deterministic_on_any_thread_count() {
     let text = format!(
         "{}\n[faults]\ncorrupt_fraction = 0.05\nleave_fraction = 0.1\ncrash_fraction = 0.1\nchurn_from_secs = 0.1\nchurn_until_secs = 0.4\ndetect_secs = 0.5\nseed_leaves_after_copy = true\n",
-        FLASH
+        flash()
             .replace("nodes = 200", "nodes = 120")
             .replace("file_mib = 256", "file_mib = 48")
             .replace("[[class]]", "[[class]]\nloss = 0.001")
@@ -98,7 +81,7 @@ fn tracker_discovery_is_deterministic_on_any_thread_count() {
 fn after_a_partition_books_find_the_other_side_again() {
     let text = format!(
         "{}\n[faults]\ndetect_secs = 0.3\n[[faults.partition]]\nregions = [1]\nat_secs = 0.2\nheal_secs = 1.5\n",
-        FLASH
+        flash()
             .replace("nodes = 200", "nodes = 100")
             .replace(
                 "latency_ms = 1.0",
