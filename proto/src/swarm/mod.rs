@@ -468,22 +468,30 @@ impl Swarm {
                 self.spread_top_up(k);
             }
         }
+        // A pass refills `dirty[start..end]`; what the pass marks is
+        // appended and waits for the next one. The list is walked in place
+        // rather than taken, so that its buffer is not allocated again on
+        // every input.
+        let mut start = 0;
         for _ in 0..3 {
-            let keys: Vec<PeerKey> = if std::mem::take(&mut self.fill_all) {
+            if std::mem::take(&mut self.fill_all) {
                 self.dirty.clear();
-                self.peers.keys().copied().collect()
-            } else if self.dirty.is_empty() {
+                self.dirty.extend(self.peers.keys().copied());
+                start = 0;
+            } else if start == self.dirty.len() {
                 break;
-            } else {
-                std::mem::take(&mut self.dirty)
-            };
-            for k in keys {
+            }
+            let end = self.dirty.len();
+            for i in start..end {
+                let k = self.dirty[i];
                 if let Some(p) = self.peers.get_mut(&k) {
                     p.dirty = false;
                 }
                 self.fill(now, k);
             }
+            start = end;
         }
+        self.dirty.drain(..start);
     }
 
     /// Queues a pipeline refill for `key` at the end of this input.

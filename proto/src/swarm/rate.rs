@@ -68,7 +68,14 @@ impl Rate {
         };
         let tau = tau.as_secs_f64();
         let dt = now.secs_since(self.last);
-        let sum = self.sum * (-dt / tau).exp();
+        // Read at the moment of the last `add` more often than not: no
+        // decay then, and no `exp` (e^0 is exactly 1, so the value is the
+        // same).
+        let sum = if dt > 0.0 {
+            self.sum * (-dt / tau).exp()
+        } else {
+            self.sum
+        };
         let age = now.secs_since(start).max(MIN_AGE_SECS);
         let weight = 1.0 - (-age / tau).exp();
         sum / tau / weight
