@@ -168,6 +168,14 @@ impl<T> Queue<T> {
         }
     }
 
+    /// The event that pops `k` pops from now (`ahead(0)` is the next), if
+    /// the loaded slot holds it; the `near` heap may hold earlier ones, so
+    /// this is a hint only.
+    pub fn ahead(&self, k: usize) -> Option<&T> {
+        let n = self.slot.len();
+        (n > k).then(|| &self.slot[n - 1 - k].item)
+    }
+
     /// Pending events.
     pub fn len(&self) -> usize {
         self.slot.len() + self.near.len() + self.in_wheel + self.far.len()
@@ -275,6 +283,34 @@ mod tests {
         // (time, sequence) order.
         want.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    /// `ahead(k)` names the event that pops `k` pops from now while the
+    /// loaded slot holds it, and nothing past the slot: it is what
+    /// `Part::prefetch` is told to fetch.
+    #[test]
+    fn ahead_names_what_pops_later() {
+        let mut rng = SplitMix::new(7);
+        let mut q = Queue::default();
+        for id in 0..2_000u32 {
+            q.push(rng.below(5_000), id);
+        }
+        let mut checked = 0;
+        while q.peek_at().is_some() {
+            let seen: Vec<Option<u32>> = (0..4).map(|k| q.ahead(k).copied()).collect();
+            let mut popped = Vec::new();
+            for _ in 0..5 {
+                popped.extend(q.pop().map(|(_, id)| id));
+            }
+            for (k, s) in seen.iter().enumerate() {
+                if let Some(id) = s {
+                    assert_eq!(popped.get(k), Some(id), "ahead({k})");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1_000, "only {checked} lookaheads were in a slot");
+        assert_eq!(q.ahead(0), None);
     }
 
     /// Windows as the simulator runs them: `pop_before` takes exactly the
