@@ -401,18 +401,16 @@ impl Sim {
             && self.world.specs[j as usize].join_us <= self.now
             && !self.world.cut(self.now, i, j);
         let (id, at) = (node_id(j), addr(j));
-        let refusal = if !reachable {
-            None
-        } else if self.node(i).banned.contains(&j)
+        let banned = self.node(i).banned.contains(&j)
             || self
                 .node(i)
                 .book
                 .as_ref()
-                .is_some_and(|b| b.book.is_banned(&id))
-        {
-            Some(Refusal::Banned)
-        } else if self.connected(i, j) {
-            Some(Refusal::Duplicate)
+                .is_some_and(|b| b.book.is_banned(&id));
+        let refusal = if !reachable {
+            None
+        } else if let Some(why) = Refusal::of_identified(banned, self.connected(i, j)) {
+            Some(why)
         } else if !self
             .node(j)
             .book

@@ -131,6 +131,23 @@ pub enum Refusal {
     Banned,
 }
 
+impl Refusal {
+    /// What becomes of a dial once it is known which node answered: a
+    /// banned node is refused before anything else (a ban outlives its
+    /// connections), then one already connected or being connected; else
+    /// the dial goes ahead. The daemon's actor and the simulator both ask
+    /// here, so they refuse in the same order.
+    pub fn of_identified(banned: bool, connected: bool) -> Option<Refusal> {
+        if banned {
+            Some(Refusal::Banned)
+        } else if connected {
+            Some(Refusal::Duplicate)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,

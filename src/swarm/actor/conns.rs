@@ -139,15 +139,14 @@ impl Actor {
             }
         };
         let node = out.peer();
-        let refusal = if self.book.is_banned(&node) || self.banned.contains(&node) {
-            Some((Refusal::Banned, CloseCode::Banned))
-        } else if self.peers.contains_key(&peer_key(&node)) {
-            Some((Refusal::Duplicate, CloseCode::Duplicate))
-        } else {
-            None
-        };
-        if let Some((why, code)) = refusal {
-            out.refuse(code);
+        let banned = self.book.is_banned(&node) || self.banned.contains(&node);
+        let connected = self.peers.contains_key(&peer_key(&node));
+        if let Some(why) = Refusal::of_identified(banned, connected) {
+            out.refuse(if why == Refusal::Banned {
+                CloseCode::Banned
+            } else {
+                CloseCode::Duplicate
+            });
             self.book
                 .dial_refused(now, dial.target, node, dial.addr, why);
             return;

@@ -277,3 +277,14 @@ fn stays_bounded() {
     b.expire(t(1000));
     assert!(b.is_empty(), "nothing listed for forget_after");
 }
+
+#[test]
+fn an_identified_dial_is_refused_for_a_ban_before_a_duplicate() {
+    assert_eq!(Refusal::of_identified(true, true), Some(Refusal::Banned));
+    assert_eq!(Refusal::of_identified(true, false), Some(Refusal::Banned));
+    assert_eq!(
+        Refusal::of_identified(false, true),
+        Some(Refusal::Duplicate)
+    );
+    assert_eq!(Refusal::of_identified(false, false), None);
+}
