@@ -29,9 +29,6 @@
 use shoal_proto::discovery::{Ending, PexGate, PexSchedule, Target};
 use shoal_proto::swarm::{Action, BlockOutcome, Message, PeerKey, Time};
 
-/// How many events ahead `prefetch` looks.
-const PREFETCH_AHEAD: usize = 6;
-
 use crate::flows::Flow;
 use crate::net::{ConnState, Ev, Life, Node, World};
 use crate::queue::Queue;
@@ -88,6 +85,10 @@ pub(crate) struct Part {
     /// `(when, node)`: `completed` announces to make between windows.
     pub(crate) announces: Vec<(u64, u32)>,
 }
+
+/// How many events ahead `prefetch` looks (6 beat 3 in paired runs; 10
+/// was no better: `benches/RESULTS.md`, "Stop 13").
+const PREFETCH_AHEAD: usize = 6;
 
 impl Part {
     pub(crate) fn new(index: usize, base: u32, nodes: Vec<Node>, pieces: u32, seed: u64) -> Part {
@@ -173,6 +174,9 @@ impl Part {
         let node = |i: u32| {
             if let Some(n) = self.nodes.get(i.wrapping_sub(self.base) as usize) {
                 safe_arch::prefetch_t0(n);
+                // The geometry sits among the swarm's hot fields, a line or
+                // two past the node's start; it is the one reference into
+                // them that proto hands out.
                 safe_arch::prefetch_t0(n.swarm.geometry());
             }
         };

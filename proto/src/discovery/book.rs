@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use crate::rng::Rng;
 use crate::swarm::Time;
-use crate::wire::{NodeId, PeerAddr, MAX_PEER_ADDRS};
+use crate::wire::{CloseCode, NodeId, PeerAddr, MAX_PEER_ADDRS};
 
 /// The book's tunables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +144,18 @@ impl Refusal {
             Some(Refusal::Duplicate)
         } else {
             None
+        }
+    }
+}
+
+/// The close code a dialer refuses the connection with, so the far end
+/// learns why.
+impl From<Refusal> for CloseCode {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Itself => CloseCode::SelfConnection,
+            Refusal::Duplicate => CloseCode::Duplicate,
+            Refusal::Banned => CloseCode::Banned,
         }
     }
 }

@@ -142,11 +142,7 @@ impl Actor {
         let banned = self.book.is_banned(&node) || self.banned.contains(&node);
         let connected = self.peers.contains_key(&peer_key(&node));
         if let Some(why) = Refusal::of_identified(banned, connected) {
-            out.refuse(if why == Refusal::Banned {
-                CloseCode::Banned
-            } else {
-                CloseCode::Duplicate
-            });
+            out.refuse(why.into());
             self.book
                 .dial_refused(now, dial.target, node, dial.addr, why);
             return;

@@ -288,3 +288,11 @@ fn an_identified_dial_is_refused_for_a_ban_before_a_duplicate() {
     );
     assert_eq!(Refusal::of_identified(false, false), None);
 }
+
+#[test]
+fn a_refused_dial_closes_with_the_code_that_names_why() {
+    use crate::wire::CloseCode;
+    assert_eq!(CloseCode::from(Refusal::Itself), CloseCode::SelfConnection);
+    assert_eq!(CloseCode::from(Refusal::Duplicate), CloseCode::Duplicate);
+    assert_eq!(CloseCode::from(Refusal::Banned), CloseCode::Banned);
+}
