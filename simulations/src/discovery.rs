@@ -13,10 +13,16 @@
 //!   nothing), and otherwise every 30 s while incomplete and every 300 s
 //!   once complete (the announcer's `leech_interval` and the tracker's
 //!   default interval). The tracker is one proto [`PeerTable`] (the
-//!   daemon's; replication between trackers is the `[tracker]` section's
-//!   separate run) one path away from node 0, the first seeder. It
-//!   answers with its own selection rules: up to 50 (`numwant`) random
-//!   live peers, no seeders to a seeder.
+//!   daemon's) one path away from node 0, the first seeder, that never
+//!   fails. It answers with its own selection rules: up to 50 (`numwant`)
+//!   random live peers, no seeders to a seeder.
+//! - **Replicas.** With a `[tracker]` section the nodes announce to its
+//!   replicas instead ([`Replicas`], fed each announce as it arrives):
+//!   own region's first, then the others, failing over as the announcer
+//!   does (a dead replica refuses after a round trip, a cut one times out
+//!   after [`ANNOUNCE_TIMEOUT_US`]; after the last, a wait of
+//!   [`ANNOUNCE_RETRY_US`]). The regular interval is the section's (at
+//!   most 30 s while incomplete).
 //! - **The tick.** Every 500 ms (the actor's `DISCOVERY_TICK`) a node
 //!   expires its book, sends the `Peers` messages its connections'
 //!   [`PexSchedule`]s say are due, and starts the dials the book returns.
@@ -40,14 +46,14 @@ use shoal_proto::discovery::{
 };
 use shoal_proto::rng::Rng;
 use shoal_proto::swarm::Time;
+use shoal_proto::tracker::client::Tiers;
 use shoal_proto::tracker::table::{PeerTable, TableConfig};
 use shoal_proto::tracker::{AnnounceRequest, Clock, Event, PeerInfo};
 use shoal_proto::wire::{NodeId, PeerAddr};
-use shoal_proto::InfoHash;
 
 use crate::net::{Ev, Gev, Life, Sim, World};
 use crate::part::Part;
-use crate::replication::announce_request;
+use crate::replication::{announce_request, replica_of, Replicas, INFO_HASH};
 
 /// The daemon's discovery tick (`src/swarm/actor.rs`), µs.
 pub(crate) const TICK_US: u64 = 500_000;
@@ -55,10 +61,13 @@ pub(crate) const TICK_US: u64 = 500_000;
 const NUMWANT: usize = 50;
 /// Announce interval while incomplete (the announcer's `leech_interval`).
 const LEECH_ANNOUNCE_US: u64 = 30_000_000;
+/// The announcer's bound on one exchange with a tracker (its `timeout`):
+/// how long an announce into a cut takes to fail, µs.
+const ANNOUNCE_TIMEOUT_US: u64 = 10_000_000;
+/// The announcer's wait after every tracker failed (its `retry`), µs.
+const ANNOUNCE_RETRY_US: u64 = 15_000_000;
 /// Announce interval once complete (the tracker's default interval).
 const SEED_ANNOUNCE_US: u64 = 300_000_000;
-/// The torrent's name at the tracker.
-const INFO_HASH: InfoHash = InfoHash([0x5e; 20]);
 /// The node the tracker sits beside.
 const TRACKER_NEAR: u32 = 0;
 /// Nodes 198.18.0.0/15 can name.
@@ -95,6 +104,16 @@ pub(crate) struct NodeBook {
     /// The regular announce scheduled last; an earlier one is stale (an
     /// event announce came between).
     announce_seq: u32,
+    /// Its announce list, when it announces to replicas (set at its first
+    /// announce).
+    trackers: Option<Tiers>,
+}
+
+/// The replica at place `attempt` of announce list `t`.
+fn nth_replica(t: &Tiers, attempt: u32) -> usize {
+    let attempts = t.attempts();
+    let (_, _, url) = &attempts[attempt as usize % attempts.len()];
+    replica_of(url).expect("replica URLs name replicas")
 }
 
 impl NodeBook {
@@ -105,6 +124,7 @@ impl NodeBook {
             book,
             rng: Rng::new(seed ^ 0xb00c_0000_0000_0000 ^ u64::from(i).wrapping_mul(0x9e37_79b9)),
             announce_seq: 0,
+            trackers: None,
         }
     }
 }
@@ -131,35 +151,56 @@ impl Tracker {
     /// Node `i`'s announce at `now_us`: the nodes the answer lists (none
     /// for `stopped`).
     fn announce(&mut self, now_us: u64, i: u32, event: Event, left: u64, seed: u64) -> Vec<u32> {
-        let now_ms = now_us / 1000;
-        let req = AnnounceRequest {
-            port: addr(i).port(),
-            numwant: Some(NUMWANT as u32),
-            ..announce_request(INFO_HASH, i, event, left)
-        };
+        let req = request(i, event, left);
         if self
             .table
-            .apply_announce(now_ms, &mut self.clock, &req, addr(i))
+            .apply_announce(now_us / 1000, &mut self.clock, &req, addr(i))
             .is_err()
             || event == Event::Stopped
         {
             return Vec::new();
         }
-        self.answer.clear();
-        self.table.select_peers_into(
-            now_ms,
-            &INFO_HASH,
-            &req.peer_id,
-            NUMWANT,
-            req.is_seeder(),
-            seed,
-            &mut self.answer,
-        );
-        self.answer
-            .iter()
-            .filter_map(|p| index_of(p.addr))
-            .collect()
+        select(&self.table, now_us, &req, seed, &mut self.answer)
     }
+}
+
+/// Where nodes announce: one table that never fails, or, with a
+/// `[tracker]` section, the scenario's replicas.
+#[derive(Debug)]
+pub(crate) enum Trackers {
+    One(Tracker),
+    Replicated(Box<Replicas>),
+}
+
+/// Node `i`'s announce of `event` with `left` bytes to go.
+fn request(i: u32, event: Event, left: u64) -> AnnounceRequest {
+    AnnounceRequest {
+        port: addr(i).port(),
+        numwant: Some(NUMWANT as u32),
+        ..announce_request(INFO_HASH, i, event, left)
+    }
+}
+
+/// The nodes `table` lists in its answer to `req`, by its own rules (up
+/// to `numwant` random live peers, no seeders to a seeder).
+fn select(
+    table: &PeerTable,
+    now_us: u64,
+    req: &AnnounceRequest,
+    seed: u64,
+    answer: &mut Vec<PeerInfo>,
+) -> Vec<u32> {
+    answer.clear();
+    table.select_peers_into(
+        now_us / 1000,
+        &INFO_HASH,
+        &req.peer_id,
+        NUMWANT,
+        req.is_seeder(),
+        seed,
+        answer,
+    );
+    answer.iter().filter_map(|p| index_of(p.addr)).collect()
 }
 
 impl Part {
@@ -294,15 +335,7 @@ impl Sim {
         }
         for i in order {
             let join = self.world.specs[i as usize].join_us;
-            let at = join + self.world.lat(i, TRACKER_NEAR);
-            self.push_global(
-                at,
-                Gev::Announce {
-                    node: i,
-                    event: Event::Started,
-                    seq: 0,
-                },
-            );
+            self.send_announce(join, i, Event::Started, 0, 0);
             // Ticks spread over the period, as timers started at
             // different moments would be.
             let tick = join + self.rng.below(TICK_US);
@@ -311,25 +344,44 @@ impl Sim {
         }
     }
 
-    /// Node `i` announces `event` at `at` (it reaches the tracker a path
-    /// later).
-    pub(crate) fn announce_event(&mut self, at: u64, i: u32, event: Event) {
-        if self.tracker.is_some() {
-            let at = at + self.world.lat(i, TRACKER_NEAR);
-            self.push_global(
-                at,
-                Gev::Announce {
-                    node: i,
-                    event,
-                    seq: 0,
-                },
-            );
-        }
+    /// Node `i` sends attempt `attempt` of its announce (regular ones
+    /// numbered `seq`) at `at`; it reaches the tracker, or the replica at
+    /// that place in the node's announce list, a path later.
+    fn send_announce(&mut self, at: u64, i: u32, event: Event, seq: u32, attempt: u32) {
+        let region = self.world.specs[i as usize].region;
+        let p = self.world.part_of(i);
+        let arrive = match &self.tracker {
+            None => return,
+            Some(Trackers::One(_)) => at + self.world.lat(i, TRACKER_NEAR),
+            Some(Trackers::Replicated(r)) => {
+                let Some(b) = self.parts[p].node(i).book.as_mut() else {
+                    return;
+                };
+                let tiers = b.trackers.get_or_insert_with(|| r.tiers(region));
+                at + self
+                    .world
+                    .lat_to_region(i, r.region(nth_replica(tiers, attempt)))
+            }
+        };
+        self.push_global(
+            arrive,
+            Gev::Announce {
+                node: i,
+                event,
+                seq,
+                attempt,
+            },
+        );
     }
 
-    /// Node `i`'s announce (regular ones numbered `seq`) reaches the
-    /// tracker.
-    pub(crate) fn announce(&mut self, i: u32, event: Event, seq: u32) {
+    /// Node `i` announces `event` at `at`.
+    pub(crate) fn announce_event(&mut self, at: u64, i: u32, event: Event) {
+        self.send_announce(at, i, event, 0, 0);
+    }
+
+    /// Attempt `attempt` of node `i`'s announce (regular ones numbered
+    /// `seq`) reaches the tracker or a replica.
+    pub(crate) fn announce(&mut self, i: u32, event: Event, seq: u32, attempt: u32) {
         let live = self.world.life[i as usize] == Life::Alive;
         let Some(b) = self.node(i).book.as_ref() else {
             return;
@@ -344,15 +396,60 @@ impl Sim {
         };
         let seed = self.rng.below(u64::MAX);
         let now = self.now;
-        let Some(t) = self.tracker.as_mut() else {
-            return;
+        let region = self.world.specs[i as usize].region;
+        let (peers, back) = match self.tracker.as_mut() {
+            None => return,
+            Some(Trackers::One(t)) => (
+                t.announce(now, i, event, left, seed),
+                self.world.lat(i, TRACKER_NEAR),
+            ),
+            Some(Trackers::Replicated(r)) => {
+                // Whatever the replicas did up to this moment (deaths,
+                // deltas, anti-entropy) has happened.
+                r.run_until(now + 1);
+                let p = self.world.part_of(i);
+                let Some(tiers) = self.parts[p]
+                    .node(i)
+                    .book
+                    .as_mut()
+                    .and_then(|b| b.trackers.as_mut())
+                else {
+                    return;
+                };
+                let attempts = tiers.attempts();
+                let (tier, index, url) = &attempts[attempt as usize % attempts.len()];
+                let k = replica_of(url).expect("replica URLs name replicas");
+                let lat = self.world.lat_to_region(i, r.region(k));
+                if let Err(refused) = r.reachable(now, region, k) {
+                    // The announcer's failover: a dead replica's host
+                    // refuses at once, a cut one times out; then the next
+                    // replica, and after the last the retry wait.
+                    r.attempt_failed();
+                    let failed = if refused {
+                        now + lat
+                    } else {
+                        now.saturating_sub(lat) + ANNOUNCE_TIMEOUT_US
+                    };
+                    if (attempt as usize) + 1 < attempts.len() {
+                        self.send_announce(failed, i, event, seq, attempt + 1);
+                    } else if event != Event::Stopped {
+                        self.send_announce(failed + ANNOUNCE_RETRY_US, i, event, seq, 0);
+                    }
+                    return;
+                }
+                tiers.answered(*tier, *index);
+                let req = request(i, event, left);
+                if !r.apply(now, k, &req, addr(i)) || event == Event::Stopped {
+                    return;
+                }
+                let mut answer = Vec::new();
+                (select(r.table(k), now, &req, seed, &mut answer), lat)
+            }
         };
-        let peers = t.announce(now, i, event, left, seed);
         if event == Event::Stopped {
             return;
         }
-        let at = self.now + self.world.lat(i, TRACKER_NEAR);
-        self.push_global(at, Gev::Answer { node: i, peers });
+        self.push_global(now + back, Gev::Answer { node: i, peers });
     }
 
     /// The tracker's answer reaches node `i`: candidates for its book; the
@@ -371,21 +468,15 @@ impl Sim {
         b.announce_seq += 1;
         let seq = b.announce_seq;
         self.at(i).0.dial_due(i);
-        let every = if complete {
-            SEED_ANNOUNCE_US
-        } else {
-            LEECH_ANNOUNCE_US
+        // The interval the tracker gives, and at most the announcer's
+        // leech interval while incomplete.
+        let every = match &self.tracker {
+            Some(Trackers::Replicated(r)) if complete => r.interval_us,
+            Some(Trackers::Replicated(r)) => r.interval_us.min(LEECH_ANNOUNCE_US),
+            _ if complete => SEED_ANNOUNCE_US,
+            _ => LEECH_ANNOUNCE_US,
         };
-        let at = self.now + every + self.world.lat(i, TRACKER_NEAR);
-        let event = Event::None;
-        self.push_global(
-            at,
-            Gev::Announce {
-                node: i,
-                event,
-                seq,
-            },
-        );
+        self.send_announce(self.now + every, i, Event::None, seq, 0);
     }
 
     /// Node `i`'s dial of node `j` (book entry `target`) arrives.

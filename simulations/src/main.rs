@@ -168,8 +168,21 @@ fn main() -> anyhow::Result<()> {
         );
     }
     if let Some(r) = replication {
+        let failed = if r.failed_attempts > 0 {
+            format!(
+                " ({} applied per replica; {} attempts failed)",
+                r.applied_by
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                r.failed_attempts
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "replication      {} replicas live, {} announces, {} messages ({} lost), converged {}",
+            "replication      {} replicas live, {} announces{failed}, {} messages ({} lost), converged {}",
             r.live,
             r.announces,
             r.messages,

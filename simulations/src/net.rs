@@ -37,11 +37,12 @@ use shoal_proto::swarm::{BlockRef, Message, PeerKey, Swarm, Time};
 use shoal_proto::tracker::Event;
 use shoal_proto::wire::PeerAddr;
 
-use crate::discovery::{NodeBook, Tracker};
+use crate::discovery::{NodeBook, Tracker, Trackers};
 use crate::faults::Plan;
 use crate::outcome::{NodeResult, Outcome};
 use crate::part::Part;
 use crate::queue::Queue;
+use crate::replication::Replicas;
 use crate::rng::SplitMix;
 use crate::scenario::NodeSpec;
 pub use crate::setup::Setup;
@@ -103,11 +104,13 @@ pub(crate) enum Gev {
     Connect {
         link: u32,
     },
-    /// An announce reaches the tracker (`seq` numbers regular ones).
+    /// An announce reaches the tracker (`seq` numbers regular ones), or
+    /// the replica that is its `attempt`'s in the node's order.
     Announce {
         node: u32,
         event: Event,
         seq: u32,
+        attempt: u32,
     },
     /// The tracker's answer reaches the node.
     Answer {
@@ -240,6 +243,13 @@ impl World {
         self.latency_us[na.region][nb.region] + na.access_us + nb.access_us
     }
 
+    /// One-way latency from node `a` to a host (a tracker replica) in
+    /// `region`, µs.
+    pub(crate) fn lat_to_region(&self, a: u32, region: usize) -> u64 {
+        let na = &self.specs[a as usize];
+        self.latency_us[na.region][region] + na.access_us
+    }
+
     /// The loss rate of the path between `a` and `b`.
     pub(crate) fn path_loss(&self, a: u32, b: u32) -> f64 {
         let (na, nb) = (&self.specs[a as usize], &self.specs[b as usize]);
@@ -320,8 +330,8 @@ pub struct Sim {
     /// Windows run so far (for `--progress`).
     windows: u64,
     progress: bool,
-    /// The tracker (`discovery = "tracker"`).
-    pub(crate) tracker: Option<Tracker>,
+    /// The tracker or the replicas (`discovery = "tracker"`).
+    pub(crate) tracker: Option<Trackers>,
     /// Dials that reached their end, and how many of those were refused
     /// (busy, duplicate, banned) or failed.
     pub(crate) dials: (u64, u64),
@@ -418,7 +428,16 @@ impl Sim {
             settles: 0,
             windows: 0,
             progress: false,
-            tracker: setup.books.then(|| Tracker::new(setup.seed)),
+            tracker: setup.books.then(|| match &setup.tracker {
+                Some(spec) => {
+                    let mut r =
+                        Replicas::new(spec, &setup.latency_us, &setup.plan.cuts, setup.seed);
+                    r.start();
+                    r.check_heals();
+                    Trackers::Replicated(Box::new(r))
+                }
+                None => Trackers::One(Tracker::new(setup.seed)),
+            }),
             dials: (0, 0),
         };
         for &(a, b) in &setup.links {
@@ -588,7 +607,12 @@ impl Sim {
                 let dialer = self.world.halves[2 * link as usize].node;
                 self.connect_from(link, dialer);
             }
-            Gev::Announce { node, event, seq } => self.announce(node, event, seq),
+            Gev::Announce {
+                node,
+                event,
+                seq,
+                attempt,
+            } => self.announce(node, event, seq, attempt),
             Gev::Answer { node, peers } => self.answer(node, &peers),
             Gev::Dial { from, to, target } => self.dial(from, to, target),
             Gev::Leave { node, crash } => self.leave(node, crash),
@@ -642,6 +666,10 @@ impl Sim {
             failed_pieces: self.parts.iter().map(|p| p.failed).sum(),
             bans: self.bans,
             seeds_left_us: self.seeds_left,
+            replication: match self.tracker {
+                Some(Trackers::Replicated(r)) => Some(r.finish(0)),
+                _ => None,
+            },
         }
     }
 

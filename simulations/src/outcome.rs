@@ -75,6 +75,10 @@ pub struct Outcome {
     pub bans: Vec<(u32, u32)>,
     /// When the seeders left, µs, if they did.
     pub seeds_left_us: Option<u64>,
+    /// The tracker replicas the nodes announced to, when they found each
+    /// other through them (`discovery = "tracker"` with a `[tracker]`
+    /// section).
+    pub replication: Option<crate::replication::Replication>,
 }
 
 impl Outcome {

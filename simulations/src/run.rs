@@ -1,6 +1,7 @@
 //! Running a scenario end to end: its setup built once, the swarms run
 //! over it ([`crate::net::Sim`]), then its tracker replicas, if it has
-//! any, over the same setup ([`crate::replication`]).
+//! any, over the same setup ([`crate::replication`]) unless the swarm
+//! run's nodes announced to them itself.
 
 use std::time::Instant;
 

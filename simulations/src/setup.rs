@@ -36,6 +36,9 @@ pub struct Setup {
     /// Nodes find each other through peer books, a tracker and PEX
     /// (`links` is then empty).
     pub books: bool,
+    /// The scenario's tracker replicas: with `books`, the nodes announce
+    /// to them (else to one tracker that never fails).
+    pub tracker: Option<crate::scenario::TrackerSpec>,
 }
 
 impl Setup {
@@ -86,6 +89,7 @@ impl Setup {
             plan,
             inter_region_loss: s.inter_region_loss,
             books,
+            tracker: s.tracker.clone(),
         };
         let t_min = setup.t_min();
         setup.limit_us = (s.max_sim_secs.unwrap_or(50.0 * t_min) * 1e6) as u64;
