@@ -11,8 +11,10 @@
 //!   because of [`PeerBook::poll_dials`], and at most
 //!   [`BookConfig::max_dialing`] dials run at once.
 //! - While the torrent is complete ([`PeerBook::set_complete`]) the book
-//!   dials only bare addresses (what trackers list, and a tracker lists
-//!   only leechers to a seeder) and entries it was explicitly asked to
+//!   dials only bare addresses listed since it completed (what trackers
+//!   list, and a tracker lists only leechers to a seeder; what they
+//!   listed before may be seeds, since a leecher is told of seeds too)
+//!   and entries it was explicitly asked to
 //!   dial ([`PeerBook::retry_now`]), not nodes learnt by PEX, which are as
 //!   likely complete too: dials between complete nodes only find each
 //!   other useless. Without this rule every node of a finished flash
@@ -180,6 +182,9 @@ struct Entry {
     /// Someone asked for a dial now ([`PeerBook::retry_now`]); cleared
     /// when the dial starts.
     asked: bool,
+    /// Listed as a bare address while the torrent was complete: a
+    /// tracker's answer to a seeder, so a leecher.
+    listed_complete: bool,
 }
 
 impl Entry {
@@ -192,6 +197,7 @@ impl Entry {
             retry_at: now,
             listed_at: now,
             asked: false,
+            listed_complete: false,
         }
     }
 
@@ -253,11 +259,13 @@ impl PeerBook {
                 Some(t) => {
                     if let Some(e) = self.entries.get_mut(&t) {
                         e.listed_at = now;
+                        e.listed_complete |= self.complete;
                     }
                 }
                 None if self.entries.len() < self.cfg.max_known => {
                     let mut e = Entry::new(now);
                     e.addrs.push(addr);
+                    e.listed_complete = self.complete;
                     self.entries.insert(Target::Addr(addr), e);
                 }
                 None => {}
@@ -323,8 +331,17 @@ impl PeerBook {
         (connected, dialing)
     }
 
+    /// Whether entry `e` may be dialled when due: it has an address, and
+    /// while we are complete only if someone asked for it or a tracker
+    /// listed it as a bare address since (see the module comment).
+    fn may_dial(&self, t: &Target, e: &Entry) -> bool {
+        !e.addrs.is_empty()
+            && (e.asked || !self.complete || (matches!(t, Target::Addr(_)) && e.listed_complete))
+    }
+
     /// Our torrent is complete (a seed), or incomplete again: a complete
-    /// node dials nobody (see the module comment).
+    /// node dials only what it is asked to and the bare addresses trackers
+    /// list from then on (see the module comment).
     pub fn set_complete(&mut self, complete: bool) {
         self.complete = complete;
     }
@@ -362,12 +379,7 @@ impl PeerBook {
         let mut due: Vec<Target> = self
             .entries
             .iter()
-            .filter(|(t, e)| {
-                e.state == State::Idle
-                    && e.retry_at <= now
-                    && !e.addrs.is_empty()
-                    && (e.asked || !self.complete || matches!(t, Target::Addr(_)))
-            })
+            .filter(|(t, e)| e.state == State::Idle && e.retry_at <= now && self.may_dial(t, e))
             .map(|(t, _)| *t)
             .collect();
         let mut out = Vec::new();
@@ -401,11 +413,7 @@ impl PeerBook {
         }
         self.entries
             .iter()
-            .filter(|(t, e)| {
-                e.state == State::Idle
-                    && !e.addrs.is_empty()
-                    && (e.asked || !self.complete || matches!(t, Target::Addr(_)))
-            })
+            .filter(|(t, e)| e.state == State::Idle && self.may_dial(t, e))
             .map(|(_, e)| e.retry_at)
             .min()
     }

@@ -67,6 +67,39 @@ fn a_complete_node_dials_tracker_listings_and_what_it_is_asked_to_only() {
     );
 }
 
+/// A tracker tells a leecher of seeds too, so what it listed before we
+/// completed may be a seed: once complete we wait until an answer lists
+/// it again (an answer to a seeder lists only leechers).
+#[test]
+fn a_complete_node_dials_only_addresses_listed_since_it_completed() {
+    let mut b = PeerBook::new(cfg(), node(0));
+    let mut rng = Rng::new(1);
+    b.add_addrs(t(0), &[addr(1), addr(2)]);
+    b.set_complete(true);
+    assert!(
+        b.poll_dials(t(0), &mut rng).is_empty(),
+        "listed while we were a leecher"
+    );
+    assert_eq!(b.poll_timeout(), None);
+    // Listed again now: a leecher, dialled; the other still waits.
+    b.add_addrs(t(1), &[addr(2), addr(3)]);
+    let mut got: Vec<Target> = b
+        .poll_dials(t(1), &mut rng)
+        .into_iter()
+        .map(|d| d.target)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![Target::Addr(addr(2)), Target::Addr(addr(3))]);
+    assert_eq!(b.poll_timeout(), None, "{:?} still waits", addr(1));
+    // Incomplete again (a piece went bad): everything is fair game. (One
+    // dial fails first, to free a dialling slot; it backs off.)
+    b.dial_failed(t(2), Target::Addr(addr(3)), &mut rng);
+    b.set_complete(false);
+    let d = b.poll_dials(t(2), &mut rng);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].target, Target::Addr(addr(1)));
+}
+
 #[test]
 fn inbound_is_refused_at_the_connection_bound_and_let_in_again_below_it() {
     let mut b = PeerBook::new(cfg(), node(0));
