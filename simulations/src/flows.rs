@@ -10,7 +10,9 @@
 //! (at most one latency later, as a congestion signal would), when
 //! `Sim::settle` recomputes every uplink feeding the receiver whose flow
 //! the new share caps (or the old one capped). Each changed flow's
-//! completion is rescheduled (the old event goes stale).
+//! completion is rescheduled (the old event goes stale). With
+//! `inter_region_mbps` a flow between regions is also capped by an equal
+//! share of the link it crosses, counted and propagated the same way.
 //!
 //! Water-filling gives every flow its cap below the fair level and every
 //! other flow the *same* level value, so an uplink's rates are a function
@@ -25,7 +27,7 @@
 //!   every window's end, also its half is in the receiver's `in_flows`.
 //!   A freed flow is in none.
 //! - At every window's end `World::in_count[j].1 == in_flows.len()` of
-//!   node `j`; water-filling reads the packed count (and the flow's own
+//!   node `j`, and `World::links[l].1 == Sim::link_flows[l].len()`; water-filling reads the packed count (and the flow's own
 //!   copy of its ends and ceiling) instead of the receiver's `Node` and
 //!   the connection, which at thousands of nodes are cache misses.
 //! - `remaining` is exact as of `last`; the pending completion event for
@@ -164,7 +166,11 @@ impl Part {
         let i = (u - self.base) as usize;
         for &f in &self.nodes[i].out_flows {
             let fl = &self.flows[f as usize];
-            caps.push((share(world, fl.to).min(fl.cap), f));
+            let mut cap = share(world, fl.to).min(fl.cap);
+            if let Some(l) = world.link_of(fl.from, fl.to) {
+                cap = cap.min(world.link_share(l));
+            }
+            caps.push((cap, f));
         }
     }
 
@@ -216,6 +222,9 @@ impl Part {
         self.node(i)
             .swarm
             .handle_bytes_sent(now, PeerKey(u64::from(c)), u64::from(block.len));
+        if world.crosses(i, peer) {
+            self.crossed += u64::from(block.len);
+        }
         let ev = Ev::BlockIn {
             conn: c ^ 1,
             to: peer,
@@ -249,27 +258,31 @@ impl Sim {
     pub(crate) fn settle(&mut self) {
         self.settles += 1;
         let mark = self.settles;
-        let mut dirty: Vec<(u32, f64)> = Vec::new();
+        let mut dirty: Vec<u32> = Vec::new();
+        let mut dirty_links: Vec<usize> = Vec::new();
         for p in 0..self.parts.len() {
             let deltas = std::mem::take(&mut self.parts[p].deltas);
             for d in &deltas {
                 let j = d.to;
                 if self.dirty_mark[j as usize] != mark {
                     self.dirty_mark[j as usize] = mark;
-                    dirty.push((j, share(&self.world, j)));
+                    self.old_share[j as usize] = share(&self.world, j);
+                    dirty.push(j);
                 }
-                let inflows = &mut self.node_mut(j).in_flows;
-                let count = if d.start {
-                    inflows.push(d.half);
-                    1
-                } else if let Some(pos) = inflows.iter().position(|&h| h == d.half) {
-                    inflows.swap_remove(pos);
-                    -1
-                } else {
-                    0
-                };
+                let count = apply(&mut self.node_mut(j).in_flows, d);
                 let n = &mut self.world_mut().in_count[j as usize].1;
                 *n = n.wrapping_add_signed(count);
+                let from = self.world.halves[d.half as usize].node;
+                if let Some(l) = self.world.link_of(from, j) {
+                    if self.link_mark[l] != mark {
+                        self.link_mark[l] = mark;
+                        self.link_old[l] = self.world.link_share(l);
+                        dirty_links.push(l);
+                    }
+                    let count = apply(&mut self.link_flows[l], d);
+                    let n = &mut self.world_mut().links[l].1;
+                    *n = n.wrapping_add_signed(count);
+                }
             }
             // Give the buffer back: it keeps its capacity.
             let mut deltas = deltas;
@@ -277,21 +290,20 @@ impl Sim {
             self.parts[p].deltas = deltas;
         }
         let mut ups: Vec<u32> = Vec::new();
-        for &(j, old) in &dirty {
-            let new = share(&self.world, j);
-            if new == old {
+        for &j in &dirty {
+            if share(&self.world, j) == self.old_share[j as usize] {
                 continue;
             }
             for &c in &self.node(j).in_flows {
-                let h = &self.world.halves[c as usize];
-                let part = &self.parts[self.world.part_of(h.node)];
-                let Some(f) = part.conns[c as usize].flow else {
-                    continue;
-                };
-                let fl = &part.flows[f as usize];
-                if fl.rate >= old.min(fl.cap) || fl.rate > new.min(fl.cap) {
-                    ups.push(h.node);
-                }
+                self.check_flow(c, mark, &mut ups);
+            }
+        }
+        for &l in &dirty_links {
+            if self.world.link_share(l) == self.link_old[l] {
+                continue;
+            }
+            for &c in &self.link_flows[l] {
+                self.check_flow(c, mark, &mut ups);
             }
         }
         ups.sort_unstable();
@@ -300,6 +312,53 @@ impl Sim {
             let (part, world) = self.at(u);
             part.recompute_uplink(world, u);
         }
+    }
+
+    /// Queues the sender of half `c`'s flow in `ups` if this settle's new
+    /// receiver or link share can change its rate: it was held to the old
+    /// ceiling, or is above the new one.
+    fn check_flow(&self, c: u32, mark: u64, ups: &mut Vec<u32>) {
+        let h = &self.world.halves[c as usize];
+        let part = &self.parts[self.world.part_of(h.node)];
+        let Some(f) = part.conns[c as usize].flow else {
+            return;
+        };
+        let fl = &part.flows[f as usize];
+        let j = fl.to as usize;
+        let new_r = share(&self.world, fl.to);
+        let old_r = if self.dirty_mark[j] == mark {
+            self.old_share[j]
+        } else {
+            new_r
+        };
+        let (mut old, mut new) = (old_r.min(fl.cap), new_r.min(fl.cap));
+        if let Some(l) = self.world.link_of(fl.from, fl.to) {
+            let new_l = self.world.link_share(l);
+            let old_l = if self.link_mark[l] == mark {
+                self.link_old[l]
+            } else {
+                new_l
+            };
+            old = old.min(old_l);
+            new = new.min(new_l);
+        }
+        if fl.rate >= old || fl.rate > new {
+            ups.push(h.node);
+        }
+    }
+}
+
+/// Applies a flow start or end to a list of sender halves; the change in
+/// its length.
+fn apply(list: &mut Vec<u32>, d: &Delta) -> i32 {
+    if d.start {
+        list.push(d.half);
+        1
+    } else if let Some(pos) = list.iter().position(|&h| h == d.half) {
+        list.swap_remove(pos);
+        -1
+    } else {
+        0
     }
 }
 
@@ -396,5 +455,41 @@ mod tests {
         assert_eq!(sim.waiting, 0, "the run finished");
         assert!(windows > 1_000, "{windows} windows");
         assert!(capped > 0, "some flow was held to its receiver's share");
+    }
+
+    /// The same with an inter-region link that binds: `settle` also
+    /// recomputes the uplinks a link's new share can change, and only
+    /// those may be skipped.
+    #[test]
+    fn uplinks_behind_a_shared_link_stay_water_filled() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/two-regions.toml"
+        ))
+        .unwrap()
+        .replace("nodes = 200", "nodes = 40")
+        .replace("file_mib = 1024", "file_mib = 16")
+        .replace("inter_region_loss = 0.001", "inter_region_mbps = 400");
+        let setup = Setup::from_scenario(&Scenario::parse(&text).unwrap()).unwrap();
+        let mut sim = Sim::new(&setup);
+        let (mut windows, mut capped) = (0, 0);
+        while sim.advance() {
+            windows += 1;
+            assert_eq!(sim.misallocated(), 0, "after window {windows}");
+            for p in &sim.parts {
+                capped += p
+                    .flows
+                    .iter()
+                    .filter(|f| f.live)
+                    .filter(|f| {
+                        sim.world
+                            .link_of(f.from, f.to)
+                            .is_some_and(|l| f.rate == sim.world.link_share(l))
+                    })
+                    .count();
+            }
+        }
+        assert_eq!(sim.waiting, 0, "the run finished");
+        assert!(capped > 0, "no flow was held to the link's share");
     }
 }

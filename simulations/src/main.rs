@@ -141,6 +141,9 @@ fn main() -> anyhow::Result<()> {
         out.ratio().map_or("-".to_string(), |r| format!("{r:.3}"))
     );
     println!("seed uploaded/F  {:.3}", out.seed_uploaded as f64 / f);
+    if let Some(b) = out.cross_region_bytes {
+        println!("crossed regions  {:.3} × F", b as f64 / f);
+    }
     let peaks: Vec<u32> = out.nodes.iter().map(|n| n.peak_conns).collect();
     println!(
         "connections      peak per leecher: mean {:.1}, min {}, max {}; seeders' peak {}",

@@ -213,6 +213,13 @@ pub(crate) struct World {
     pub(crate) halves: Vec<Half>,
     latency_us: Vec<Vec<u64>>,
     inter_region_loss: f64,
+    /// Each node's region (compact: flows look it up when links bind).
+    region: Vec<u16>,
+    /// With `inter_region_mbps`, per ordered pair of regions (`a *
+    /// regions + b`): the link's capacity, bytes/s, and the flows crossing
+    /// it as of the last window's end (what they divide it by); else
+    /// empty.
+    pub(crate) links: Vec<(f64, u32)>,
     /// Faults: partitions, detection and redial delays.
     pub(crate) plan: Plan,
     /// Nodes below this index are part 0's.
@@ -241,6 +248,29 @@ impl World {
     pub(crate) fn lat(&self, a: u32, b: u32) -> u64 {
         let (na, nb) = (&self.specs[a as usize], &self.specs[b as usize]);
         self.latency_us[na.region][nb.region] + na.access_us + nb.access_us
+    }
+
+    /// Whether `a` and `b` are in different regions.
+    pub(crate) fn crosses(&self, a: u32, b: u32) -> bool {
+        self.region[a as usize] != self.region[b as usize]
+    }
+
+    /// The inter-region link a flow from `a` to `b` crosses, if links
+    /// have a capacity and the two are in different regions.
+    pub(crate) fn link_of(&self, a: u32, b: u32) -> Option<usize> {
+        if self.links.is_empty() {
+            return None;
+        }
+        let (ra, rb) = (self.region[a as usize], self.region[b as usize]);
+        let n = self.latency_us.len();
+        (ra != rb).then(|| usize::from(ra) * n + usize::from(rb))
+    }
+
+    /// Link `l`'s capacity divided among its flows as of the last
+    /// window's end (unbounded without any).
+    pub(crate) fn link_share(&self, l: usize) -> f64 {
+        let (cap, n) = self.links[l];
+        cap / f64::from(n)
     }
 
     /// One-way latency from node `a` to a host (a tracker replica) in
@@ -326,6 +356,15 @@ pub struct Sim {
     last_window_events: u64,
     /// Scratch for `settle`: per node, the window it was last marked in.
     pub(crate) dirty_mark: Vec<u64>,
+    /// A receiver's share before this settle (valid where `dirty_mark`
+    /// is the settle's).
+    pub(crate) old_share: Vec<f64>,
+    /// Per inter-region link: the sender halves of the flows crossing
+    /// it, as of the last window's end; the settle that last changed it
+    /// and its share before.
+    pub(crate) link_flows: Vec<Vec<u32>>,
+    pub(crate) link_mark: Vec<u64>,
+    pub(crate) link_old: Vec<f64>,
     pub(crate) settles: u64,
     /// Windows run so far (for `--progress`).
     windows: u64,
@@ -392,6 +431,11 @@ impl Sim {
             halves: Vec::new(),
             latency_us: setup.latency_us.clone(),
             inter_region_loss: setup.inter_region_loss,
+            region: setup.nodes.iter().map(|s| s.region as u16).collect(),
+            links: setup.inter_region_bytes.map_or(Vec::new(), |cap| {
+                let n = setup.latency_us.len();
+                vec![(cap, 0); n * n]
+            }),
             plan: setup.plan.clone(),
             split,
             degree: setup.degree,
@@ -425,6 +469,10 @@ impl Sim {
             parallel_from: PARALLEL_EVENTS,
             last_window_events: 0,
             dirty_mark: vec![0; setup.nodes.len()],
+            old_share: vec![0.0; setup.nodes.len()],
+            link_flows: vec![Vec::new(); setup.latency_us.len().pow(2)],
+            link_mark: vec![0; setup.latency_us.len().pow(2)],
+            link_old: vec![0.0; setup.latency_us.len().pow(2)],
             settles: 0,
             windows: 0,
             progress: false,
@@ -662,6 +710,8 @@ impl Sim {
                 .max()
                 .unwrap_or(0),
             stale_events: self.parts.iter().map(|p| p.stale).sum(),
+            cross_region_bytes: (self.world.latency_us.len() > 1)
+                .then(|| self.parts.iter().map(|p| p.crossed).sum()),
             end_us: self.parts.iter().map(|p| p.last_at).max().unwrap_or(0),
             failed_pieces: self.parts.iter().map(|p| p.failed).sum(),
             bans: self.bans,

@@ -67,6 +67,9 @@ pub struct Outcome {
     pub dials: (u64, u64),
     /// Of those, superseded flow completions and timers.
     pub stale_events: u64,
+    /// Bytes of served blocks that crossed from one region to another
+    /// (`None` with one region).
+    pub cross_region_bytes: Option<u64>,
     /// Simulated time at the end, µs.
     pub end_us: u64,
     /// Pieces that failed their hash check, over all nodes.

@@ -74,6 +74,8 @@ pub(crate) struct Part {
     pub(crate) bans: Vec<(u32, u32)>,
     pub(crate) events: u64,
     pub(crate) stale: u64,
+    /// Bytes our nodes served across regions.
+    pub(crate) crossed: u64,
     pub(crate) failed: u64,
     pub(crate) scratch_caps: Vec<(f64, u32)>,
     /// `Have`s being collected: (delay, receiving node, its half).
@@ -117,6 +119,7 @@ impl Part {
             bans: Vec::new(),
             events: 0,
             stale: 0,
+            crossed: 0,
             failed: 0,
             scratch_caps: Vec::new(),
             haves: Vec::new(),

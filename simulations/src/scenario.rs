@@ -51,6 +51,12 @@ pub struct Scenario {
     /// lossy inter-region link; see the README for what this models).
     #[serde(default)]
     pub inter_region_loss: f64,
+    /// Capacity of the link between two regions, each way, Mbit/s (the
+    /// same for every pair): every flow crossing it shares it, an equal
+    /// split as of the last window's end (see the README). None: only
+    /// access links are shared.
+    #[serde(default)]
+    pub inter_region_mbps: Option<f64>,
     /// Give up after this much simulated time (default: 50 × T_min).
     #[serde(default)]
     pub max_sim_secs: Option<f64>,
@@ -334,6 +340,9 @@ impl Scenario {
             if m.iter().any(|row| row.len() != regions) {
                 bail!("the region matrix must be square");
             }
+            if regions > 256 {
+                bail!("at most 256 regions");
+            }
         }
         let used = self
             .classes
@@ -380,6 +389,12 @@ impl Scenario {
             || !(0.0..1.0).contains(&self.inter_region_loss)
         {
             bail!("latencies must be non-negative and loss in 0..1");
+        }
+        if self
+            .inter_region_mbps
+            .is_some_and(|v| !(v.is_finite() && v > 0.0))
+        {
+            bail!("inter_region_mbps must be positive");
         }
         for p in &f.partition {
             let ordered =

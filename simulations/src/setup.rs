@@ -33,6 +33,8 @@ pub struct Setup {
     pub plan: Plan,
     /// Loss on paths between different regions.
     pub inter_region_loss: f64,
+    /// Capacity of each inter-region link, each way, bytes/s.
+    pub inter_region_bytes: Option<f64>,
     /// Nodes find each other through peer books, a tracker and PEX
     /// (`links` is then empty).
     pub books: bool,
@@ -88,6 +90,7 @@ impl Setup {
             seed_degree,
             plan,
             inter_region_loss: s.inter_region_loss,
+            inter_region_bytes: s.inter_region_mbps.map(|v| v * 1e6 / 8.0),
             books,
             tracker: s.tracker.clone(),
         };

@@ -86,6 +86,7 @@ fn the_shipped_scenarios_parse() {
         "two-regions.toml",
         "tracker-partition.toml",
         "corrupt.toml",
+        "inter-dc.toml",
     ];
     for name in names {
         let s = Scenario::load(&dir.join(name)).unwrap();
@@ -108,6 +109,13 @@ fn bad_scenarios_are_refused() {
     .is_err());
     assert!(Scenario::parse(&format!("{FLASH}\nregion_typo = 1\n")).is_err());
     assert!(Scenario::parse(&format!("{FLASH}\n[faults]\ncorrupt_fraction = 1.5\n")).is_err());
+    for v in ["0", "-5", "nan"] {
+        let bad_link = FLASH.replace(
+            "latency_ms = 1.0",
+            &format!("latency_ms = 1.0\ninter_region_mbps = {v}"),
+        );
+        assert!(Scenario::parse(&bad_link).is_err(), "{v}");
+    }
     let bad_cut = "[faults]\n[[faults.partition]]\nregions = [3]\nat_secs = 1\nheal_secs = 2\n";
     assert!(Scenario::parse(&format!("{FLASH}\n{bad_cut}")).is_err());
     // A request larger than any peer serves (and than the wire carries)
@@ -180,4 +188,48 @@ fn out_writes_the_csv_and_the_cdf_with_the_bound() {
         "no bound label"
     );
     assert!(svg.contains("<polyline"), "no curve");
+}
+
+/// Two regions joined by one 200 Mbit/s link each way, the seed in
+/// region 0: every byte a region-1 node holds crossed that link at least
+/// once, so no region-1 node can finish before F / 25 MB/s, however the
+/// swarm spreads the pieces; without the link they finish far sooner.
+#[test]
+fn a_shared_inter_region_link_bounds_what_crosses_it() {
+    let text = FLASH
+        .replace("nodes = 200", "nodes = 60")
+        .replace("file_mib = 256", "file_mib = 64")
+        .replace("degree = 16", "degree = 8")
+        .replace(
+            "latency_ms = 1.0",
+            "regions = [[0.5, 10.0], [10.0, 0.5]]\ninter_region_mbps = 200",
+        )
+        .replace(
+            "down_mbps = 4000\n",
+            "down_mbps = 4000\n\n[[class]]\nup_mbps = 1000\ndown_mbps = 4000\nregion = 1\n",
+        );
+    let first_in_region_1 = |out: &shoal_sim::outcome::Outcome| {
+        out.nodes
+            .iter()
+            .filter(|n| n.region == 1)
+            .filter_map(|n| n.completed_us)
+            .min()
+            .unwrap()
+    };
+    let out = run(&text);
+    assert!(out.all_completed(), "{:?}", out.completions_us());
+    let f = out.file_bytes as f64;
+    let bound_us = (f / (200e6 / 8.0) * 1e6) as u64;
+    let first = first_in_region_1(&out);
+    let crossed = out.cross_region_bytes.unwrap() as f64 / f;
+    let free = run(&text.replace("inter_region_mbps = 200", ""));
+    println!(
+        "link: region 1 first done at {:.3} s (bound {:.3} s), {crossed:.2} copies crossed; without it at {:.3} s",
+        first as f64 / 1e6,
+        bound_us as f64 / 1e6,
+        first_in_region_1(&free) as f64 / 1e6
+    );
+    assert!(first >= bound_us, "region 1 finished before F crossed");
+    assert!(crossed >= 1.0, "only {crossed:.2} copies crossed");
+    assert!(first_in_region_1(&free) < bound_us);
 }
