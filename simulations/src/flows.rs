@@ -425,19 +425,17 @@ mod tests {
         water_fill(300.0, &mut none);
     }
 
-    /// `settle` recomputes only the uplinks a receiver's new share can
-    /// change; after every window of a run where downlinks bind (10 Gbit/s
-    /// senders into 100 Mbit/s receivers) every uplink must still be
-    /// exactly what a full recomputation gives.
-    #[test]
-    fn skipped_uplinks_stay_water_filled() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scenarios/heterogeneous.toml"
-        ))
-        .unwrap()
-        .replace("nodes = 90", "nodes = 30")
-        .replace("file_mib = 512", "file_mib = 24");
+    /// Runs shipped scenario `file`, edited by `edit`, to the end,
+    /// checking after every window that every uplink is exactly what a
+    /// full recomputation gives; returns the windows and how many times a
+    /// live flow sat exactly at `held(sim, flow)`.
+    fn run_water_filled(
+        file: &str,
+        edit: impl Fn(String) -> String,
+        held: impl Fn(&Sim, &Flow) -> bool,
+    ) -> (u64, usize) {
+        let path = format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = edit(std::fs::read_to_string(path).unwrap());
         let setup = Setup::from_scenario(&Scenario::parse(&text).unwrap()).unwrap();
         let mut sim = Sim::new(&setup);
         let (mut windows, mut capped) = (0, 0);
@@ -445,14 +443,27 @@ mod tests {
             windows += 1;
             assert_eq!(sim.misallocated(), 0, "after window {windows}");
             for p in &sim.parts {
-                capped += p
-                    .flows
-                    .iter()
-                    .filter(|f| f.live && f.rate == share(&sim.world, f.to))
-                    .count();
+                capped += p.flows.iter().filter(|f| f.live && held(&sim, f)).count();
             }
         }
         assert_eq!(sim.waiting, 0, "the run finished");
+        (windows, capped)
+    }
+
+    /// `settle` recomputes only the uplinks a receiver's new share can
+    /// change; after every window of a run where downlinks bind (10 Gbit/s
+    /// senders into 100 Mbit/s receivers) every uplink must still be
+    /// exactly what a full recomputation gives.
+    #[test]
+    fn skipped_uplinks_stay_water_filled() {
+        let (windows, capped) = run_water_filled(
+            "heterogeneous.toml",
+            |t| {
+                t.replace("nodes = 90", "nodes = 30")
+                    .replace("file_mib = 512", "file_mib = 24")
+            },
+            |sim, f| f.rate == share(&sim.world, f.to),
+        );
         assert!(windows > 1_000, "{windows} windows");
         assert!(capped > 0, "some flow was held to its receiver's share");
     }
@@ -462,34 +473,19 @@ mod tests {
     /// those may be skipped.
     #[test]
     fn uplinks_behind_a_shared_link_stay_water_filled() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scenarios/two-regions.toml"
-        ))
-        .unwrap()
-        .replace("nodes = 200", "nodes = 40")
-        .replace("file_mib = 1024", "file_mib = 16")
-        .replace("inter_region_loss = 0.001", "inter_region_mbps = 400");
-        let setup = Setup::from_scenario(&Scenario::parse(&text).unwrap()).unwrap();
-        let mut sim = Sim::new(&setup);
-        let (mut windows, mut capped) = (0, 0);
-        while sim.advance() {
-            windows += 1;
-            assert_eq!(sim.misallocated(), 0, "after window {windows}");
-            for p in &sim.parts {
-                capped += p
-                    .flows
-                    .iter()
-                    .filter(|f| f.live)
-                    .filter(|f| {
-                        sim.world
-                            .link_of(f.from, f.to)
-                            .is_some_and(|l| f.rate == sim.world.link_share(l))
-                    })
-                    .count();
-            }
-        }
-        assert_eq!(sim.waiting, 0, "the run finished");
+        let (_, capped) = run_water_filled(
+            "two-regions.toml",
+            |t| {
+                t.replace("nodes = 200", "nodes = 40")
+                    .replace("file_mib = 1024", "file_mib = 16")
+                    .replace("inter_region_loss = 0.001", "inter_region_mbps = 400")
+            },
+            |sim, f| {
+                sim.world
+                    .link_of(f.from, f.to)
+                    .is_some_and(|l| f.rate == sim.world.link_share(l))
+            },
+        );
         assert!(capped > 0, "no flow was held to the link's share");
     }
 }
