@@ -12,7 +12,8 @@
 //! the new share caps (or the old one capped). Each changed flow's
 //! completion is rescheduled (the old event goes stale). With
 //! `inter_region_mbps` a flow between regions is also capped by an equal
-//! share of the link it crosses, counted and propagated the same way.
+//! share of the link it crosses, propagated the same way but counted
+//! once per round trip across the link.
 //!
 //! Water-filling gives every flow its cap below the fair level and every
 //! other flow the *same* level value, so an uplink's rates are a function
@@ -27,7 +28,8 @@
 //!   every window's end, also its half is in the receiver's `in_flows`.
 //!   A freed flow is in none.
 //! - At every window's end `World::in_count[j].1 == in_flows.len()` of
-//!   node `j`, and `World::links[l].1 == Sim::link_flows[l].len()`; water-filling reads the packed count (and the flow's own
+//!   node `j`; `World::links[l].1` is `Sim::link_flows[l].len()` as of
+//!   the link's last update, at most one round trip across it earlier; water-filling reads the packed count (and the flow's own
 //!   copy of its ends and ceiling) instead of the receiver's `Node` and
 //!   the connection, which at thousands of nodes are cache misses.
 //! - `remaining` is exact as of `last`; the pending completion event for
@@ -274,14 +276,11 @@ impl Sim {
                 *n = n.wrapping_add_signed(count);
                 let from = self.world.halves[d.half as usize].node;
                 if let Some(l) = self.world.link_of(from, j) {
-                    if self.link_mark[l] != mark {
-                        self.link_mark[l] = mark;
-                        self.link_old[l] = self.world.link_share(l);
-                        dirty_links.push(l);
+                    apply(&mut self.link_flows[l], d);
+                    if !self.link_pending[l] {
+                        self.link_pending[l] = true;
+                        self.links_pending.push(l);
                     }
-                    let count = apply(&mut self.link_flows[l], d);
-                    let n = &mut self.world_mut().links[l].1;
-                    *n = n.wrapping_add_signed(count);
                 }
             }
             // Give the buffer back: it keeps its capacity.
@@ -289,6 +288,30 @@ impl Sim {
             deltas.clear();
             self.parts[p].deltas = deltas;
         }
+        // A link's senders learn its new flow count once per round trip
+        // across it (congestion control takes about that long to react),
+        // or at once when it was idle. Every window would be exact to
+        // less purpose, and at thousands of nodes it rescheduled every
+        // crossing flow in nearly every window.
+        let now = self.now;
+        let mut pending = std::mem::take(&mut self.links_pending);
+        pending.retain(|&l| {
+            let n = self.link_flows[l].len() as u32;
+            let counted = self.world.links[l].1;
+            if n != counted && counted != 0 && now < self.link_next[l] {
+                return true;
+            }
+            self.link_pending[l] = false;
+            if n != counted {
+                self.link_mark[l] = mark;
+                self.link_old[l] = self.world.link_share(l);
+                self.world_mut().links[l].1 = n;
+                self.link_next[l] = now + self.world.link_rtt(l);
+                dirty_links.push(l);
+            }
+            false
+        });
+        self.links_pending = pending;
         let mut ups: Vec<u32> = Vec::new();
         for &j in &dirty {
             if share(&self.world, j) == self.old_share[j as usize] {

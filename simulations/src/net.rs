@@ -266,8 +266,14 @@ impl World {
         (ra != rb).then(|| usize::from(ra) * n + usize::from(rb))
     }
 
-    /// Link `l`'s capacity divided among its flows as of the last
-    /// window's end (unbounded without any).
+    /// A round trip across link `l`, µs.
+    pub(crate) fn link_rtt(&self, l: usize) -> u64 {
+        let n = self.latency_us.len();
+        2 * self.latency_us[l / n][l % n]
+    }
+
+    /// Link `l`'s capacity divided among its flows as of its last update
+    /// (unbounded without any).
     pub(crate) fn link_share(&self, l: usize) -> f64 {
         let (cap, n) = self.links[l];
         cap / f64::from(n)
@@ -365,6 +371,11 @@ pub struct Sim {
     pub(crate) link_flows: Vec<Vec<u32>>,
     pub(crate) link_mark: Vec<u64>,
     pub(crate) link_old: Vec<f64>,
+    /// Per link: its flow count changed since its last update, and the
+    /// earliest time of its next; the links so marked.
+    pub(crate) link_pending: Vec<bool>,
+    pub(crate) link_next: Vec<u64>,
+    pub(crate) links_pending: Vec<usize>,
     pub(crate) settles: u64,
     /// Windows run so far (for `--progress`).
     windows: u64,
@@ -473,6 +484,9 @@ impl Sim {
             link_flows: vec![Vec::new(); setup.latency_us.len().pow(2)],
             link_mark: vec![0; setup.latency_us.len().pow(2)],
             link_old: vec![0.0; setup.latency_us.len().pow(2)],
+            link_pending: vec![false; setup.latency_us.len().pow(2)],
+            link_next: vec![0; setup.latency_us.len().pow(2)],
+            links_pending: Vec::new(),
             settles: 0,
             windows: 0,
             progress: false,
