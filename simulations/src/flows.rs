@@ -28,10 +28,11 @@
 //!   every window's end, also its half is in the receiver's `in_flows`.
 //!   A freed flow is in none.
 //! - At every window's end `World::in_count[j].1 == in_flows.len()` of
-//!   node `j`; `World::links[l].1` is `Sim::link_flows[l].len()` as of
-//!   the link's last update, at most one round trip across it earlier; water-filling reads the packed count (and the flow's own
-//!   copy of its ends and ceiling) instead of the receiver's `Node` and
-//!   the connection, which at thousands of nodes are cache misses.
+//!   node `j`, and `World::links[l].1` is `Sim::link_flows[l].len()` as
+//!   of the link's last update, at most one round trip across it ago.
+//!   Water-filling reads the packed counts (and the flow's own copy of
+//!   its ends and ceiling) instead of the receiver's `Node` and the
+//!   connection, which at thousands of nodes are cache misses.
 //! - `remaining` is exact as of `last`; the pending completion event for
 //!   a flow carries its current `version`, every other one is stale.
 
@@ -290,9 +291,9 @@ impl Sim {
         }
         // A link's senders learn its new flow count once per round trip
         // across it (congestion control takes about that long to react),
-        // or at once when it was idle. Every window would be exact to
-        // less purpose, and at thousands of nodes it rescheduled every
-        // crossing flow in nearly every window.
+        // or at once when it was idle. Recounting every window, as for a
+        // downlink, rescheduled every crossing flow in nearly every window
+        // at thousands of nodes.
         let now = self.now;
         let mut pending = std::mem::take(&mut self.links_pending);
         pending.retain(|&l| {
