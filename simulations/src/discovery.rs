@@ -51,6 +51,7 @@ use shoal_proto::tracker::table::{PeerTable, TableConfig};
 use shoal_proto::tracker::{AnnounceRequest, Clock, Event, PeerInfo};
 use shoal_proto::wire::{NodeId, PeerAddr};
 
+use crate::connect::NotUp;
 use crate::net::{Ev, Gev, Life, Sim, World};
 use crate::part::Part;
 use crate::replication::{announce_request, replica_of, Replicas, INFO_HASH};
@@ -109,11 +110,13 @@ pub(crate) struct NodeBook {
     trackers: Option<Tiers>,
 }
 
-/// The replica at place `attempt` of announce list `t`.
-fn nth_replica(t: &Tiers, attempt: u32) -> usize {
+/// Place `attempt` of announce list `t`: its `(tier, index)`, the
+/// replica there, and how many places the list has.
+fn attempt_at(t: &Tiers, attempt: u32) -> ((usize, usize), usize, usize) {
     let attempts = t.attempts();
-    let (_, _, url) = &attempts[attempt as usize % attempts.len()];
-    replica_of(url).expect("replica URLs name replicas")
+    let (tier, index, url) = &attempts[attempt as usize % attempts.len()];
+    let k = replica_of(url).expect("replica URLs name replicas");
+    ((*tier, *index), k, attempts.len())
 }
 
 impl NodeBook {
@@ -360,7 +363,7 @@ impl Sim {
                 let tiers = b.trackers.get_or_insert_with(|| r.tiers(region));
                 at + self
                     .world
-                    .lat_to_region(i, r.region(nth_replica(tiers, attempt)))
+                    .lat_to_region(i, r.region(attempt_at(tiers, attempt).1))
             }
         };
         self.push_global(
@@ -416,9 +419,7 @@ impl Sim {
                 else {
                     return;
                 };
-                let attempts = tiers.attempts();
-                let (tier, index, url) = &attempts[attempt as usize % attempts.len()];
-                let k = replica_of(url).expect("replica URLs name replicas");
+                let ((tier, index), k, places) = attempt_at(tiers, attempt);
                 let lat = self.world.lat_to_region(i, r.region(k));
                 if let Err(refused) = r.reachable(now, region, k) {
                     // The announcer's failover: a dead replica's host
@@ -430,14 +431,14 @@ impl Sim {
                     } else {
                         now.saturating_sub(lat) + ANNOUNCE_TIMEOUT_US
                     };
-                    if (attempt as usize) + 1 < attempts.len() {
+                    if (attempt as usize) + 1 < places {
                         self.send_announce(failed, i, event, seq, attempt + 1);
                     } else if event != Event::Stopped {
                         self.send_announce(failed + ANNOUNCE_RETRY_US, i, event, seq, 0);
                     }
                     return;
                 }
-                tiers.answered(*tier, *index);
+                tiers.answered(tier, index);
                 let req = request(i, event, left);
                 if !r.apply(now, k, &req, addr(i)) || event == Event::Stopped {
                     return;
@@ -517,14 +518,23 @@ impl Sim {
                 .as_mut()
                 .map(|b| b.book.dial_identified(now, target, id, at));
             let link = self.link(i, j);
-            if self.connect_from(link, i) {
-                return;
-            }
+            let not_up = match self.connect_from(link, i) {
+                Ok(()) => return,
+                Err(e) => e,
+            };
             self.dials.1 += 1;
-            // The other end refused it in its swarm (a ban), or a
-            // half of an old connection is still up.
             if let (Some(named), Some(b)) = (named, self.node_mut(i).book.as_mut()) {
-                b.book.dial_failed(now, named, &mut b.rng);
+                match not_up {
+                    // Our own swarm refused the node, as the actor's
+                    // `register` would.
+                    NotUp::Dialer(e) => {
+                        b.book
+                            .dial_refused(now, named, id, at, Refusal::of_swarm(&e))
+                    }
+                    // The far end refused it in its swarm (a ban), or a
+                    // half of an old connection is still up.
+                    NotUp::Far | NotUp::Unreachable => b.book.dial_failed(now, named, &mut b.rng),
+                }
             }
             return;
         };

@@ -28,13 +28,14 @@
 //!   every window's end, also its half is in the receiver's `in_flows`.
 //!   A freed flow is in none.
 //! - At every window's end `World::in_count[j].1 == in_flows.len()` of
-//!   node `j`, and `World::links[l].1` is `Sim::link_flows[l].len()` as
-//!   of the link's last update, at most one round trip across it ago.
-//!   Water-filling reads the packed counts (and the flow's own copy of
+//!   node `j` (a link's count: see `regions.rs`). Water-filling reads the
+//!   packed counts (and the flow's own copy of
 //!   its ends and ceiling) instead of the receiver's `Node` and the
 //!   connection, which at thousands of nodes are cache misses.
 //! - `remaining` is exact as of `last`; the pending completion event for
 //!   a flow carries its current `version`, every other one is stale.
+
+use std::sync::Arc;
 
 use shoal_proto::swarm::{BlockRef, PeerKey, Time};
 
@@ -170,8 +171,8 @@ impl Part {
         for &f in &self.nodes[i].out_flows {
             let fl = &self.flows[f as usize];
             let mut cap = share(world, fl.to).min(fl.cap);
-            if let Some(l) = world.link_of(fl.from, fl.to) {
-                cap = cap.min(world.link_share(l));
+            if let Some(l) = world.regions.link(fl.from, fl.to) {
+                cap = cap.min(world.regions.share(l));
             }
             caps.push((cap, f));
         }
@@ -225,7 +226,7 @@ impl Part {
         self.node(i)
             .swarm
             .handle_bytes_sent(now, PeerKey(u64::from(c)), u64::from(block.len));
-        if world.crosses(i, peer) {
+        if world.regions.crosses(i, peer) {
             self.crossed += u64::from(block.len);
         }
         let ev = Ev::BlockIn {
@@ -262,7 +263,6 @@ impl Sim {
         self.settles += 1;
         let mark = self.settles;
         let mut dirty: Vec<u32> = Vec::new();
-        let mut dirty_links: Vec<usize> = Vec::new();
         for p in 0..self.parts.len() {
             let deltas = std::mem::take(&mut self.parts[p].deltas);
             for d in &deltas {
@@ -276,12 +276,8 @@ impl Sim {
                 let n = &mut self.world_mut().in_count[j as usize].1;
                 *n = n.wrapping_add_signed(count);
                 let from = self.world.halves[d.half as usize].node;
-                if let Some(l) = self.world.link_of(from, j) {
-                    apply(&mut self.link_flows[l], d);
-                    if !self.link_pending[l] {
-                        self.link_pending[l] = true;
-                        self.links_pending.push(l);
-                    }
+                if let Some(l) = self.world.regions.link(from, j) {
+                    self.link_tallies.note(l, d);
                 }
             }
             // Give the buffer back: it keeps its capacity.
@@ -289,30 +285,9 @@ impl Sim {
             deltas.clear();
             self.parts[p].deltas = deltas;
         }
-        // A link's senders learn its new flow count once per round trip
-        // across it (congestion control takes about that long to react),
-        // or at once when it was idle. Recounting every window, as for a
-        // downlink, rescheduled every crossing flow in nearly every window
-        // at thousands of nodes.
-        let now = self.now;
-        let mut pending = std::mem::take(&mut self.links_pending);
-        pending.retain(|&l| {
-            let n = self.link_flows[l].len() as u32;
-            let counted = self.world.links[l].1;
-            if n != counted && counted != 0 && now < self.link_next[l] {
-                return true;
-            }
-            self.link_pending[l] = false;
-            if n != counted {
-                self.link_mark[l] = mark;
-                self.link_old[l] = self.world.link_share(l);
-                self.world_mut().links[l].1 = n;
-                self.link_next[l] = now + self.world.link_rtt(l);
-                dirty_links.push(l);
-            }
-            false
-        });
-        self.links_pending = pending;
+        // Links learn their counts once per round trip (`regions.rs`).
+        let world = Arc::get_mut(&mut self.world).expect("a part still holds the world");
+        let dirty_links = self.link_tallies.update(self.now, mark, &mut world.regions);
         let mut ups: Vec<u32> = Vec::new();
         for &j in &dirty {
             if share(&self.world, j) == self.old_share[j as usize] {
@@ -323,10 +298,11 @@ impl Sim {
             }
         }
         for &l in &dirty_links {
-            if self.world.link_share(l) == self.link_old[l] {
+            let regions = &self.world.regions;
+            if regions.share(l) == self.link_tallies.old_share(l, mark, regions) {
                 continue;
             }
-            for &c in &self.link_flows[l] {
+            for &c in self.link_tallies.flows(l) {
                 self.check_flow(c, mark, &mut ups);
             }
         }
@@ -356,13 +332,10 @@ impl Sim {
             new_r
         };
         let (mut old, mut new) = (old_r.min(fl.cap), new_r.min(fl.cap));
-        if let Some(l) = self.world.link_of(fl.from, fl.to) {
-            let new_l = self.world.link_share(l);
-            let old_l = if self.link_mark[l] == mark {
-                self.link_old[l]
-            } else {
-                new_l
-            };
+        let regions = &self.world.regions;
+        if let Some(l) = regions.link(fl.from, fl.to) {
+            let new_l = regions.share(l);
+            let old_l = self.link_tallies.old_share(l, mark, regions);
             old = old.min(old_l);
             new = new.min(new_l);
         }
@@ -374,7 +347,7 @@ impl Sim {
 
 /// Applies a flow start or end to a list of sender halves; the change in
 /// its length.
-fn apply(list: &mut Vec<u32>, d: &Delta) -> i32 {
+pub(crate) fn apply(list: &mut Vec<u32>, d: &Delta) -> i32 {
     if d.start {
         list.push(d.half);
         1
@@ -505,9 +478,10 @@ mod tests {
                     .replace("inter_region_loss = 0.001", "inter_region_mbps = 400")
             },
             |sim, f| {
-                sim.world
-                    .link_of(f.from, f.to)
-                    .is_some_and(|l| f.rate == sim.world.link_share(l))
+                let regions = &sim.world.regions;
+                regions
+                    .link(f.from, f.to)
+                    .is_some_and(|l| f.rate == regions.share(l))
             },
         );
         assert!(capped > 0, "no flow was held to the link's share");

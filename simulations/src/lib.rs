@@ -12,6 +12,7 @@
 //! the OS's randomness or a hash map's iteration order, so a run is a
 //! pure function of its scenario.
 
+mod connect;
 mod discovery;
 pub mod faults;
 mod flows;
@@ -20,6 +21,7 @@ pub mod outcome;
 mod part;
 pub mod plot;
 pub mod queue;
+mod regions;
 pub mod replication;
 pub mod rng;
 pub mod run;

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shoal_proto::discovery::Target;
-use shoal_proto::swarm::{BlockRef, Message, PeerKey, Swarm, Time};
+use shoal_proto::swarm::{BlockRef, Message, Swarm};
 use shoal_proto::tracker::Event;
 use shoal_proto::wire::PeerAddr;
 
@@ -42,6 +42,7 @@ use crate::faults::Plan;
 use crate::outcome::{NodeResult, Outcome};
 use crate::part::Part;
 use crate::queue::Queue;
+use crate::regions::{LinkTallies, Regions};
 use crate::replication::Replicas;
 use crate::rng::SplitMix;
 use crate::scenario::NodeSpec;
@@ -213,13 +214,8 @@ pub(crate) struct World {
     pub(crate) halves: Vec<Half>,
     latency_us: Vec<Vec<u64>>,
     inter_region_loss: f64,
-    /// Each node's region (compact: flows look it up when links bind).
-    region: Vec<u16>,
-    /// With `inter_region_mbps`, per ordered pair of regions (`a *
-    /// regions + b`): the link's capacity, bytes/s, and the flows crossing
-    /// it as of the last window's end (what they divide it by); else
-    /// empty.
-    pub(crate) links: Vec<(f64, u32)>,
+    /// Each node's region, and the links between regions.
+    pub(crate) regions: Regions,
     /// Faults: partitions, detection and redial delays.
     pub(crate) plan: Plan,
     /// Nodes below this index are part 0's.
@@ -248,35 +244,6 @@ impl World {
     pub(crate) fn lat(&self, a: u32, b: u32) -> u64 {
         let (na, nb) = (&self.specs[a as usize], &self.specs[b as usize]);
         self.latency_us[na.region][nb.region] + na.access_us + nb.access_us
-    }
-
-    /// Whether `a` and `b` are in different regions.
-    pub(crate) fn crosses(&self, a: u32, b: u32) -> bool {
-        self.region[a as usize] != self.region[b as usize]
-    }
-
-    /// The inter-region link a flow from `a` to `b` crosses, if links
-    /// have a capacity and the two are in different regions.
-    pub(crate) fn link_of(&self, a: u32, b: u32) -> Option<usize> {
-        if self.links.is_empty() {
-            return None;
-        }
-        let (ra, rb) = (self.region[a as usize], self.region[b as usize]);
-        let n = self.latency_us.len();
-        (ra != rb).then(|| usize::from(ra) * n + usize::from(rb))
-    }
-
-    /// A round trip across link `l`, µs.
-    pub(crate) fn link_rtt(&self, l: usize) -> u64 {
-        let n = self.latency_us.len();
-        2 * self.latency_us[l / n][l % n]
-    }
-
-    /// Link `l`'s capacity divided among its flows as of its last update
-    /// (unbounded without any).
-    pub(crate) fn link_share(&self, l: usize) -> f64 {
-        let (cap, n) = self.links[l];
-        cap / f64::from(n)
     }
 
     /// One-way latency from node `a` to a host (a tracker replica) in
@@ -365,17 +332,8 @@ pub struct Sim {
     /// A receiver's share before this settle (valid where `dirty_mark`
     /// is the settle's).
     pub(crate) old_share: Vec<f64>,
-    /// Per inter-region link: the sender halves of the flows crossing
-    /// it, as of the last window's end; the settle that last changed it
-    /// and its share before.
-    pub(crate) link_flows: Vec<Vec<u32>>,
-    pub(crate) link_mark: Vec<u64>,
-    pub(crate) link_old: Vec<f64>,
-    /// Per link: its flow count changed since its last update, and the
-    /// earliest time of its next; the links so marked.
-    pub(crate) link_pending: Vec<bool>,
-    pub(crate) link_next: Vec<u64>,
-    pub(crate) links_pending: Vec<usize>,
+    /// The flows crossing each inter-region link, and its updates.
+    pub(crate) link_tallies: LinkTallies,
     pub(crate) settles: u64,
     /// Windows run so far (for `--progress`).
     windows: u64,
@@ -442,17 +400,14 @@ impl Sim {
             halves: Vec::new(),
             latency_us: setup.latency_us.clone(),
             inter_region_loss: setup.inter_region_loss,
-            region: setup.nodes.iter().map(|s| s.region as u16).collect(),
-            links: setup.inter_region_bytes.map_or(Vec::new(), |cap| {
-                let n = setup.latency_us.len();
-                vec![(cap, 0); n * n]
-            }),
+            regions: Regions::new(setup),
             plan: setup.plan.clone(),
             split,
             degree: setup.degree,
             seed_degree: setup.seed_degree,
             books: setup.books,
         };
+        let link_tallies = LinkTallies::new(&world.regions);
         let second = nodes.split_off(split as usize);
         let parts = vec![
             Part::new(0, 0, nodes, n as u32, setup.seed),
@@ -481,12 +436,7 @@ impl Sim {
             last_window_events: 0,
             dirty_mark: vec![0; setup.nodes.len()],
             old_share: vec![0.0; setup.nodes.len()],
-            link_flows: vec![Vec::new(); setup.latency_us.len().pow(2)],
-            link_mark: vec![0; setup.latency_us.len().pow(2)],
-            link_old: vec![0.0; setup.latency_us.len().pow(2)],
-            link_pending: vec![false; setup.latency_us.len().pow(2)],
-            link_next: vec![0; setup.latency_us.len().pow(2)],
-            links_pending: Vec::new(),
+            link_tallies,
             settles: 0,
             windows: 0,
             progress: false,
@@ -667,7 +617,8 @@ impl Sim {
         match ev {
             Gev::Connect { link } => {
                 let dialer = self.world.halves[2 * link as usize].node;
-                self.connect_from(link, dialer);
+                // A start-up connect that does not come up is not retried.
+                let _ = self.connect_from(link, dialer);
             }
             Gev::Announce {
                 node,
@@ -724,7 +675,7 @@ impl Sim {
                 .max()
                 .unwrap_or(0),
             stale_events: self.parts.iter().map(|p| p.stale).sum(),
-            cross_region_bytes: (self.world.latency_us.len() > 1)
+            cross_region_bytes: (self.world.regions.several())
                 .then(|| self.parts.iter().map(|p| p.crossed).sum()),
             end_us: self.parts.iter().map(|p| p.last_at).max().unwrap_or(0),
             failed_pieces: self.parts.iter().map(|p| p.failed).sum(),
@@ -760,95 +711,5 @@ impl Sim {
     pub(crate) fn conn(&self, c: u32) -> &ConnState {
         let owner = self.world.halves[c as usize].node;
         &self.parts[self.world.part_of(owner)].conns[c as usize]
-    }
-
-    /// The link between `a` and `b`, made on first use; `a` owns half
-    /// `2l`.
-    pub(crate) fn link(&mut self, a: u32, b: u32) -> u32 {
-        let pair = (a.min(b), a.max(b));
-        if let Some(&l) = self.link_of.get(&pair) {
-            return l;
-        }
-        let l = (self.world.halves.len() / 2) as u32;
-        let cap = crate::flows::path_cap(&self.world, a, b);
-        let (lat, loss) = (self.world.lat(a, b), self.world.path_loss(a, b));
-        for (x, y) in [(a, b), (b, a)] {
-            let c = self.world.halves.len() as u32;
-            self.node_mut(x).halves.push(c);
-            self.world_mut().halves.push(Half {
-                node: x,
-                peer: y,
-                cap,
-            });
-            let books = self.world.books;
-            for p in &mut self.parts {
-                p.conns.push(ConnState {
-                    loss,
-                    lat: u32::try_from(lat).unwrap_or(u32::MAX),
-                    node: x,
-                    peer: y,
-                    ..ConnState::default()
-                });
-                if books {
-                    p.pex.push(None);
-                }
-            }
-        }
-        self.link_of.insert(pair, l);
-        l
-    }
-
-    /// Both ends of `link` learn of the connection `dialer` made (the
-    /// handshake is done), unless either is gone, cut off, or refuses the
-    /// other; false if it did not come up.
-    pub(crate) fn connect_from(&mut self, link: u32, dialer: u32) -> bool {
-        let (mut c0, mut c1) = (2 * link, 2 * link + 1);
-        if self.world.halves[c0 as usize].node != dialer {
-            (c0, c1) = (c1, c0);
-        }
-        let (a, b) = (
-            self.world.halves[c0 as usize].node,
-            self.world.halves[c1 as usize].node,
-        );
-        let alive = |s: &Sim, i: u32| s.world.life[i as usize] == Life::Alive;
-        // Both halves must be down: a half still up is a connection whose
-        // end has not yet learnt that the other end closed it.
-        let busy = self.conn(c0).up || self.conn(c1).up;
-        if busy || !alive(self, a) || !alive(self, b) || self.world.cut(self.now, a, b) {
-            return false;
-        }
-        let now = Time::from_micros(self.now);
-        let ra = self
-            .node_mut(a)
-            .swarm
-            .handle_peer_connected(now, PeerKey(u64::from(c0)), true);
-        let rb = self
-            .node_mut(b)
-            .swarm
-            .handle_peer_connected(now, PeerKey(u64::from(c1)), false);
-        let up = ra.is_ok() && rb.is_ok();
-        if up {
-            for (c, n) in [(c0, a), (c1, b)] {
-                self.at(n).0.conns[c as usize].up = true;
-                let n = self.node_mut(n);
-                n.live += 1;
-                n.peak_live = n.peak_live.max(n.live);
-            }
-            if self.world.books {
-                self.discovery_connected(link);
-            }
-        } else {
-            self.node_mut(a)
-                .swarm
-                .handle_peer_disconnected(now, PeerKey(u64::from(c0)));
-            self.node_mut(b)
-                .swarm
-                .handle_peer_disconnected(now, PeerKey(u64::from(c1)));
-        }
-        for n in [a, b] {
-            let (part, world) = self.at(n);
-            part.drain(n, world);
-        }
-        up
     }
 }

@@ -52,9 +52,9 @@ pub struct Scenario {
     #[serde(default)]
     pub inter_region_loss: f64,
     /// Capacity of the link between two regions, each way, Mbit/s (the
-    /// same for every pair): every flow crossing it shares it, an equal
-    /// split as of the last window's end (see the README). None: only
-    /// access links are shared.
+    /// same for every pair): every flow crossing it gets an equal split,
+    /// recounted once per round trip across it (see the README). None:
+    /// only access links are shared.
     #[serde(default)]
     pub inter_region_mbps: Option<f64>,
     /// Give up after this much simulated time (default: 50 × T_min).

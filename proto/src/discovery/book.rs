@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::rng::Rng;
-use crate::swarm::Time;
+use crate::swarm::{SwarmError, Time};
 use crate::wire::{CloseCode, NodeId, PeerAddr, MAX_PEER_ADDRS};
 
 /// The book's tunables.
@@ -146,6 +146,18 @@ impl Refusal {
             Some(Refusal::Duplicate)
         } else {
             None
+        }
+    }
+
+    /// What the dialer's book hears when its own swarm refuses the node a
+    /// dial reached ([`crate::swarm::Swarm::handle_peer_connected`]): a
+    /// ban there is a ban; anything else means the node is connected
+    /// already. The daemon's actor and the simulator both ask here.
+    pub fn of_swarm(e: &SwarmError) -> Refusal {
+        if matches!(e, SwarmError::Banned(_)) {
+            Refusal::Banned
+        } else {
+            Refusal::Duplicate
         }
     }
 }

@@ -153,12 +153,8 @@ impl Actor {
             Err(e) => {
                 tracing::debug!(addr = %dial.addr, error = %e, "not dialing");
                 out.refuse(CloseCode::Done);
-                let code = if matches!(e, SwarmError::Banned(_)) {
-                    Refusal::Banned
-                } else {
-                    Refusal::Duplicate
-                };
-                self.book.dial_refused(now, named, node, dial.addr, code);
+                let why = Refusal::of_swarm(&e);
+                self.book.dial_refused(now, named, node, dial.addr, why);
                 return;
             }
         };

@@ -323,6 +323,17 @@ fn an_identified_dial_is_refused_for_a_ban_before_a_duplicate() {
 }
 
 #[test]
+fn a_dial_the_dialers_own_swarm_refuses_is_a_ban_or_a_duplicate() {
+    use crate::swarm::{PeerKey, SwarmError};
+    let k = PeerKey(3);
+    assert_eq!(Refusal::of_swarm(&SwarmError::Banned(k)), Refusal::Banned);
+    assert_eq!(
+        Refusal::of_swarm(&SwarmError::DuplicatePeer(k)),
+        Refusal::Duplicate
+    );
+}
+
+#[test]
 fn a_refused_dial_closes_with_the_code_that_names_why() {
     use crate::wire::CloseCode;
     assert_eq!(CloseCode::from(Refusal::Itself), CloseCode::SelfConnection);
