@@ -122,7 +122,7 @@ impl Swarm {
     fn ranked_candidates(&mut self, now: Time, only_choked: bool) -> Vec<PeerKey> {
         let seed = self.have.is_full();
         let tau = self.cfg.rate_window;
-        let mut c: Vec<(f64, u64, PeerKey)> = Vec::new();
+        let mut c: Vec<(f64, bool, u64, PeerKey)> = Vec::new();
         for (&k, p) in self.peers.iter() {
             if only_choked && !p.am_choking {
                 continue;
@@ -138,14 +138,15 @@ impl Swarm {
             } else {
                 p.down.get(now, tau)
             };
-            c.push((score, self.rng.next_u64(), k));
+            c.push((score, p.far, self.rng.next_u64(), k));
         }
         c.sort_by(|a, b| {
             b.0.partial_cmp(&a.0)
                 .unwrap_or(Ordering::Equal)
                 .then(a.1.cmp(&b.1))
+                .then(a.2.cmp(&b.2))
         });
-        c.into_iter().map(|(_, _, k)| k).collect()
+        c.into_iter().map(|(_, _, _, k)| k).collect()
     }
 
     /// A full choke round: re-plan every slot.
@@ -301,7 +302,10 @@ impl Swarm {
         if free == 0 {
             return;
         }
-        let ranked = self.ranked_candidates(now, true);
+        let mut ranked = self.ranked_candidates(now, true);
+        if !self.have.is_full() {
+            self.keep_one_far(&mut ranked);
+        }
         let extra = if self.have.is_full() && !self.spreading() {
             let base = self.slots() - self.thin_slots;
             free.saturating_sub(base.saturating_sub(unchoked))

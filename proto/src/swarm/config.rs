@@ -125,6 +125,20 @@ pub struct SwarmConfig {
     /// Most extra slots opened for thin ones; 0 turns thin slots off
     /// (no extra slots, no second copies).
     pub max_thin_slots: usize,
+    /// A peer whose path round trip (as the transport reports it) is at
+    /// least this is *far*: it is asked only for pieces no near peer that
+    /// unchokes us has (`near.rs`), so one copy crosses to another data
+    /// centre and that region trades it among itself. 10 ms: within a data
+    /// centre round trips are well under 1 ms, between metro sites 1-5 ms,
+    /// between regions 10-100 ms. `None` treats every peer as near.
+    pub far_rtt: Option<Duration>,
+    /// Most pieces fetched from far peers at once (counting those with
+    /// blocks still to ask for). 2: behind a shared link between data
+    /// centres one or two pieces at a time kept the link busy with pieces
+    /// the region lacked; more only duplicated (`near.rs`). Raise it where
+    /// each connection across is slow but the link is not shared (long
+    /// lossy paths).
+    pub far_partials: u32,
 }
 
 impl Default for SwarmConfig {
@@ -135,7 +149,8 @@ impl Default for SwarmConfig {
     /// drain time) within 5–30 s, 3 stalls per connection; 16 rejects in a
     /// row; drop at blame 1, ban at blame 2 or after 3 drops; 128 MiB
     /// serving queue (the wire protocol's 512 queued 256 KiB requests); distinct-first spreading with 4 MiB ahead;
-    /// up to 6 more slots for thin ones (under a quarter of the fastest).
+    /// up to 6 more slots for thin ones (under a quarter of the fastest);
+    /// peers 10 ms or more away are far, two pieces from them at a time.
     fn default() -> SwarmConfig {
         SwarmConfig {
             block_size: 256 * 1024,
@@ -169,6 +184,8 @@ impl Default for SwarmConfig {
             drop_seeds_when_complete: true,
             thin_slot_ratio: 4.0,
             max_thin_slots: 6,
+            far_rtt: Some(Duration::from_millis(10)),
+            far_partials: 2,
         }
     }
 }
@@ -221,6 +238,12 @@ impl SwarmConfig {
         }
         if !(self.thin_slot_ratio.is_finite() && self.thin_slot_ratio >= 1.0) {
             return bad("thin_slot_ratio must be at least 1");
+        }
+        if self.far_rtt.is_some_and(|t| t.is_zero()) {
+            return bad("far_rtt is zero: every peer would be far, and none near");
+        }
+        if self.far_partials == 0 {
+            return bad("far_partials is zero: nothing only far peers have would ever be fetched");
         }
         if !(self.drop_bad_pieces > 0.0 && self.drop_bad_pieces <= self.ban_bad_pieces) {
             return bad("need 0 < drop_bad_pieces <= ban_bad_pieces");

@@ -88,6 +88,11 @@ impl Swarm {
             self.add_avail(i);
         }
         let interesting = set.count_minus(&self.have);
+        if self.peers.get(&peer).is_some_and(|p| p.near_counted) {
+            for i in set.iter() {
+                self.near.add(i);
+            }
+        }
         let p = self.peer_mut(peer)?;
         p.has = set;
         p.interesting = interesting;
@@ -108,7 +113,12 @@ impl Swarm {
         p.has = Bitset::full(n);
         p.counted_as_seed = true;
         p.interesting = interesting;
+        let near = p.near_counted;
         self.seeds += 1;
+        if near {
+            // Counted while it had nothing: now as a seed instead.
+            self.near.add_seed();
+        }
         self.peer_announced(now, peer, true);
         Ok(())
     }
@@ -139,6 +149,9 @@ impl Swarm {
         }
         if lack {
             p.interesting += 1;
+        }
+        if p.near_counted {
+            self.near.add(piece);
         }
         self.add_avail(piece);
         self.spread_peer_has(peer, piece);
@@ -216,6 +229,7 @@ impl Swarm {
             p.refused.clear();
             self.mark_dirty(peer);
         }
+        self.recount_near(peer);
         self.flush(now);
         Ok(())
     }
@@ -315,6 +329,7 @@ impl Swarm {
         }
         self.drop_requests(peer, false);
         self.spread_forget(peer);
+        self.forget_near(peer);
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
@@ -324,6 +339,9 @@ impl Swarm {
             for i in p.has.iter() {
                 self.sub_avail(i);
             }
+        }
+        if !p.far {
+            self.near_peer_left();
         }
         if !p.am_choking {
             self.unchoke_needed = true;

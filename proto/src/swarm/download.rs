@@ -174,8 +174,11 @@ impl Swarm {
             let pt = &mut self.partials[i as usize];
             if pt.owner == Some(peer) {
                 pt.owner = None;
+                pt.far_owner = false;
             }
         }
+        // It no longer vouches for its pieces nearby (`near.rs`).
+        self.recount_near(peer);
         self.fill_all = true;
         if too_many {
             self.drop_peer(peer, DisconnectReason::Rejecting, true);

@@ -30,6 +30,15 @@
 //!    `endgame_max_requesters`; when a copy arrives the others are
 //!    cancelled.
 //!
+//! **Locality** (`near.rs`). A peer whose path round trip (reported by
+//! the transport, [`Swarm::handle_path_rtt`]) is at least `far_rtt` is
+//! *far*, in another data centre. A far peer is asked only for pieces no
+//! near peer that serves us has, at most `far_partials` of them at a
+//! time; a near peer that gets a piece a far one is fetching for us takes
+//! over its remaining blocks; and between choke rounds a leecher gives a
+//! free slot to one far peer at most. The link between sites then
+//! carries far fewer copies of what a site could trade among itself.
+//!
 //! **Pipeline.** Each unchoking peer gets `pipeline_factor × rate × rtt`
 //! bytes outstanding, clamped to `min_queue_blocks..=max_queue_blocks`
 //! blocks: the bandwidth-delay product with headroom. The rate is an
@@ -139,6 +148,7 @@ mod choke;
 mod config;
 mod conn;
 mod download;
+mod near;
 mod peer;
 mod peermap;
 mod picker;
@@ -162,6 +172,7 @@ pub use types::{
 
 use crate::rng::Rng;
 use bitset::Bitset;
+use near::Near;
 use peermap::PeerMap;
 use ranking::Ranking;
 use spread::Spread;
@@ -200,6 +211,8 @@ struct Partial {
     received: u32,
     /// The peer fetching it; `None` when orphaned.
     owner: Option<PeerKey>,
+    /// The owner is far: a near peer may adopt the piece (`near.rs`).
+    far_owner: bool,
     /// Re-fetch after a shared failure: only the owner may supply blocks.
     solo: bool,
 }
@@ -242,6 +255,8 @@ pub struct Swarm {
     state: Vec<PieceState>,
     /// Connected non-seed peers that announced each piece.
     avail: Vec<u32>,
+    /// What near peers that unchoke us hold (`near.rs`).
+    near: Near,
     ranking: Ranking,
     partials: Vec<Partial>,
     /// Pieces being hashed, with the distinct peers that supplied them.
@@ -278,6 +293,7 @@ impl Swarm {
             rng: Rng::new(seed),
             state: vec![PieceState::Missing; n as usize],
             avail: vec![0; n as usize],
+            near: Near::new(n),
             seeds: 0,
             ranking: Ranking::new(n),
             partials: Vec::new(),
@@ -424,6 +440,8 @@ impl Swarm {
             download_rate: p.down.get(now, tau),
             upload_rate: p.up.get(now, tau),
             min_rtt: p.rtt.get(),
+            path_rtt: p.path_rtt,
+            far: p.far,
             downloaded: p.down.total(),
             uploaded: p.up.total(),
         })

@@ -10,6 +10,7 @@
 //!   in `told`.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use super::bitset::Bitset;
 use super::rate::{Rate, Rtt};
@@ -56,6 +57,10 @@ pub(crate) struct Peer {
     /// Announced everything up front: counted in `Swarm::seeds`, not in
     /// the per-piece availability.
     pub(crate) counted_as_seed: bool,
+    /// Its round trip is at least `SwarmConfig::far_rtt` (`near.rs`).
+    pub(crate) far: bool,
+    /// Counted in `Swarm::near`: near, and unchoking us.
+    pub(crate) near_counted: bool,
     /// Pieces the peer announced.
     pub(crate) has: Bitset,
     pub(crate) requests: VecDeque<Outstanding>,
@@ -94,6 +99,8 @@ pub(crate) struct Peer {
     pub(crate) reveals: Vec<Reveal>,
     /// The spreading epoch at which nothing was left to reveal to it.
     pub(crate) starved_at: Option<u64>,
+    /// The smallest round trip the transport reported.
+    pub(crate) path_rtt: Option<Duration>,
 }
 
 /// Most pieces remembered as refused per peer; older ones are forgotten.
@@ -106,6 +113,9 @@ impl Peer {
             connected_at: now,
             has: Bitset::new(pieces),
             counted_as_seed: false,
+            far: false,
+            near_counted: false,
+            path_rtt: None,
             got_bitfield: false,
             interesting: 0,
             am_choking: true,

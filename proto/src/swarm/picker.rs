@@ -74,6 +74,8 @@ impl Swarm {
     /// if that is what the preference order says.
     fn pick_block(&mut self, key: PeerKey) -> Option<(u32, u32)> {
         let peer = self.peers.get(&key)?;
+        // A far peer only for what no near peer gives us (`near.rs`).
+        let (far, near) = (peer.far, &self.near);
         let mut own = None;
         let mut orphan: Option<(usize, u32)> = None;
         let mut shared: Option<(usize, u32)> = None;
@@ -85,11 +87,14 @@ impl Swarm {
                 own = Some(i);
                 break;
             }
-            if !peer.has.contains(pt.piece) || peer.refuses(pt.piece) {
+            if !peer.has.contains(pt.piece) || peer.refuses(pt.piece) || (far && near.has(pt.piece))
+            {
                 continue;
             }
             let slot = match pt.owner {
                 None => &mut orphan,
+                // Crawling in over a far path while a near peer has it.
+                Some(_) if pt.far_owner && !far && !pt.solo => &mut orphan,
                 Some(_) if !pt.solo => &mut shared,
                 Some(_) => continue,
             };
@@ -101,8 +106,12 @@ impl Swarm {
         if let Some(i) = own {
             return Some(self.take_open(i));
         }
+        if far && !self.far_budget_left() {
+            return None;
+        }
         if let Some((i, _)) = orphan {
             self.partials[i].owner = Some(key);
+            self.partials[i].far_owner = far;
             return Some(self.take_open(i));
         }
         if let Some(piece) = self.pick_new_piece(key) {
@@ -136,12 +145,13 @@ impl Swarm {
         let ranking = &self.ranking;
         let rng = &mut self.rng;
         let members = ranking.len();
-        if members == 0 {
+        let (far, near) = (peer.far, &self.near);
+        if members == 0 || (far && near.has_all()) {
             return None;
         }
         let held = self.have.count() + self.verifying.len() as u32;
         let random = held < self.cfg.random_first_pieces;
-        let ok = |p: u32| peer.has.contains(p) && !peer.refuses(p);
+        let ok = |p: u32| peer.has.contains(p) && !peer.refuses(p) && !(far && near.has(p));
         if random && peer.has.count() as usize >= members {
             // Dense: random probes find a candidate almost at once.
             for _ in 0..16 {
@@ -157,7 +167,7 @@ impl Swarm {
             let mut best: Option<(u32, u32)> = None;
             let mut ties = 0u64;
             for p in peer.has.iter() {
-                if !ranking.contains(p) || peer.refuses(p) {
+                if !ranking.contains(p) || peer.refuses(p) || (far && near.has(p)) {
                     continue;
                 }
                 let level = if random { 0 } else { self.avail[p as usize] };
@@ -207,6 +217,7 @@ impl Swarm {
             open: n,
             received: 0,
             owner: Some(owner),
+            far_owner: self.peers.get(&owner).is_some_and(|p| p.far),
             solo: self.solo.contains(piece),
         });
         self.state[piece as usize] = PieceState::Partial(i as u32);
@@ -230,7 +241,10 @@ impl Swarm {
             .collect();
         let mut best: Option<(u32, u32, u8)> = None;
         for pt in &self.partials {
-            if !peer.has.contains(pt.piece) || (pt.solo && pt.owner != Some(key)) {
+            if !peer.has.contains(pt.piece)
+                || (pt.solo && pt.owner != Some(key))
+                || (peer.far && self.near.has(pt.piece))
+            {
                 continue;
             }
             for (b, st) in pt.blocks.iter().enumerate() {
@@ -307,6 +321,7 @@ impl Swarm {
         for pt in &mut self.partials {
             if pt.owner == Some(key) {
                 pt.owner = None;
+                pt.far_owner = false;
             }
         }
         if !reqs.is_empty() {

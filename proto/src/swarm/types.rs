@@ -388,6 +388,11 @@ pub struct PeerInfo {
     pub upload_rate: f64,
     /// Smallest request-to-block latency seen.
     pub min_rtt: Option<std::time::Duration>,
+    /// Smallest round trip the transport reported for the path.
+    pub path_rtt: Option<std::time::Duration>,
+    /// Far (see [`crate::swarm::SwarmConfig::far_rtt`]): asked only for
+    /// what no near peer that unchokes us has.
+    pub far: bool,
     /// Payload bytes received from it on this connection.
     pub downloaded: u64,
     /// Payload bytes sent to it on this connection.

@@ -3,6 +3,7 @@
 
 mod harness;
 mod liveness;
+mod near;
 mod scenarios;
 mod sim;
 mod unit;
