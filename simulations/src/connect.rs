@@ -2,6 +2,8 @@
 //! reused on every reconnect (so the swarm's per-key scores and bans
 //! survive), and a dial or start-up connect brings both halves up.
 
+use std::time::Duration;
+
 use shoal_proto::swarm::{PeerKey, SwarmError, Time};
 
 use crate::net::{ConnState, Half, Life, Sim};
@@ -90,11 +92,16 @@ impl Sim {
             (Ok(()), Ok(())) => Ok(()),
         };
         if up.is_ok() {
+            // What QUIC's estimate would say once the handshake is done:
+            // the path's round trip (queueing aside, which the swarm
+            // ignores by keeping the smallest it is told).
+            let rtt = Duration::from_micros(2 * self.world.lat(a, b));
             for (c, n) in [(c0, a), (c1, b)] {
                 self.at(n).0.conns[c as usize].up = true;
                 let n = self.node_mut(n);
                 n.live += 1;
                 n.peak_live = n.peak_live.max(n.live);
+                let _ = n.swarm.handle_path_rtt(now, PeerKey(u64::from(c)), rtt);
             }
             if self.world.books {
                 self.discovery_connected(link);

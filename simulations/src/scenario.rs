@@ -270,6 +270,11 @@ pub struct SwarmOverrides {
     pub choke_interval_ms: Option<u64>,
     /// Random pieces before rarest-first.
     pub random_first_pieces: Option<u32>,
+    /// Round trip from which a peer is far, ms; 0 treats every peer as
+    /// near (no locality rules).
+    pub far_rtt_ms: Option<f64>,
+    /// Most pieces fetched from far peers at once.
+    pub far_partials: Option<u32>,
 }
 
 /// One node as the simulator sees it.
@@ -413,6 +418,13 @@ impl Scenario {
                 bail!("a dying replica is out of range, or an interval is not positive");
             }
         }
+        if self
+            .swarm
+            .far_rtt_ms
+            .is_some_and(|ms| !(ms.is_finite() && ms >= 0.0))
+        {
+            bail!("swarm.far_rtt_ms must be a number of milliseconds, 0 for off");
+        }
         self.geometry_bytes()?;
         self.swarm_config().validate()?;
         Ok(())
@@ -443,6 +455,11 @@ impl Scenario {
                 .choke_interval_ms
                 .map_or(d.choke_interval, Duration::from_millis),
             random_first_pieces: o.random_first_pieces.unwrap_or(d.random_first_pieces),
+            // 0 is "off"; `validate` refuses what is not a duration.
+            far_rtt: o.far_rtt_ms.map_or(d.far_rtt, |ms| {
+                (ms > 0.0 && ms.is_finite()).then(|| Duration::from_secs_f64(ms / 1000.0))
+            }),
+            far_partials: o.far_partials.unwrap_or(d.far_partials),
             ..d
         }
     }

@@ -122,6 +122,13 @@ fn bad_scenarios_are_refused() {
     // would leave every node waiting: refused up front.
     let err = Scenario::parse(&format!("{FLASH}\n[swarm]\nblock_kib = 4096\n")).unwrap_err();
     assert!(err.to_string().contains("block_size"), "{err}");
+    for bad in ["far_rtt_ms = -1", "far_rtt_ms = nan", "far_partials = 0"] {
+        assert!(
+            Scenario::parse(&format!("{FLASH}\n[swarm]\n{bad}\n")).is_err(),
+            "{bad}"
+        );
+    }
+    Scenario::parse(&format!("{FLASH}\n[swarm]\nfar_rtt_ms = 0\n")).unwrap();
 }
 
 #[test]
@@ -232,4 +239,37 @@ fn a_shared_inter_region_link_bounds_what_crosses_it() {
     assert!(first >= bound_us, "region 1 finished before F crossed");
     assert!(crossed >= 1.0, "only {crossed:.2} copies crossed");
     assert!(first_in_region_1(&free) < bound_us);
+}
+
+/// The shipped `inter-dc` scenario, small: two data centres 20 ms apart
+/// joined by one 10 Gbit/s link each way. With the swarm's locality rules
+/// (`proto/src/swarm/near.rs`) far fewer copies cross the link and the
+/// last node finishes sooner than with every peer treated as near.
+#[test]
+fn locality_keeps_pieces_a_region_has_off_the_shared_link() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let text = std::fs::read_to_string(dir.join("inter-dc.toml"))
+        .unwrap()
+        .replace("nodes = 200", "nodes = 120")
+        .replace("file_mib = 1024", "file_mib = 128");
+    let near = run(&text);
+    let blind = run(&format!("{text}\n[swarm]\nfar_rtt_ms = 0\n"));
+    let crossed = |o: &shoal_sim::outcome::Outcome| {
+        o.cross_region_bytes.unwrap() as f64 / o.file_bytes as f64
+    };
+    let last = |o: &shoal_sim::outcome::Outcome| o.quantile_secs(1.0).unwrap();
+    println!(
+        "inter-dc, 120 nodes, 128 MiB: locality {:.2} copies crossed, last {:.3} s; \
+         every peer near {:.2} copies, last {:.3} s",
+        crossed(&near),
+        last(&near),
+        crossed(&blind),
+        last(&blind)
+    );
+    assert!(near.all_completed() && blind.all_completed());
+    assert!(
+        crossed(&near) * 2.0 < crossed(&blind),
+        "locality did not halve what crossed"
+    );
+    assert!(last(&near) < last(&blind), "locality made the run slower");
 }
