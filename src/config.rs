@@ -160,6 +160,16 @@ pub struct MeshConfig {
     pub thin_slots: Option<usize>,
     /// Most blocks outstanding per peer; unset keeps the default.
     pub max_queue_blocks: Option<u32>,
+    /// Round trip, in ms, from which a peer counts as in another data
+    /// centre: it is asked only for pieces no nearby peer serving us has,
+    /// a few pieces at a time, so what the local site can trade does not
+    /// cross the link between sites again. 0 turns that off (every peer
+    /// near); unset keeps the swarm core's default (10 ms).
+    pub far_rtt_ms: Option<u64>,
+    /// Most pieces fetched from far peers at once; unset keeps the
+    /// default (2). Raise it where each connection to another site is
+    /// slow but the link between them is not shared.
+    pub far_partials: Option<u32>,
     /// Peers per torrent at which dialing stops (inbound connections
     /// count); unset keeps the peer book's default.
     pub max_peers: Option<usize>,
@@ -231,6 +241,8 @@ impl Default for MeshConfig {
             thin_slots: None,
             optimistic_slots: None,
             max_queue_blocks: None,
+            far_rtt_ms: None,
+            far_partials: None,
             max_peers: None,
             max_connections: None,
         }
@@ -349,8 +361,11 @@ impl Config {
             return bad("http.max_connections must be positive");
         }
         let m = &self.mesh;
-        if m.unchoke_slots == Some(0) || m.max_queue_blocks == Some(0) {
-            return bad("mesh.unchoke_slots and mesh.max_queue_blocks must be positive");
+        if m.unchoke_slots == Some(0) || m.max_queue_blocks == Some(0) || m.far_partials == Some(0)
+        {
+            return bad(
+                "mesh.unchoke_slots, mesh.max_queue_blocks and mesh.far_partials must be positive",
+            );
         }
         let book = m.book();
         if book.max_peers == 0 || book.max_connections < book.max_peers {
@@ -489,6 +504,13 @@ mod tests {
         assert!(Config::parse("[http]\nlisten = \"not an address\"").is_err());
         assert!(Config::parse("[mesh]\nlissen = \"0.0.0.0:1\"").is_err());
         assert!(Config::parse("[mesh]\nunchoke_slots = 0").is_err());
+        assert!(Config::parse("[mesh]\nfar_partials = 0").is_err());
+        assert!(Config::parse("[mesh]\nfar_rtt_ms = -3").is_err());
+        let far = Config::parse("[mesh]\nfar_rtt_ms = 0\nfar_partials = 4").unwrap();
+        assert_eq!(
+            (far.mesh.far_rtt_ms, far.mesh.far_partials),
+            (Some(0), Some(4))
+        );
         assert!(Config::parse("[mesh]\nmax_peers = 0").is_err());
         assert!(
             Config::parse("[mesh]\nmax_peers = 70").is_err(),

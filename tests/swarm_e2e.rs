@@ -361,3 +361,58 @@ async fn two_halves_dialing_each_other_at_once_both_complete() {
     a.stop(at).await;
     b.stop(bt).await;
 }
+
+/// QUIC's round trips reach proto: every connected peer gets one, and on
+/// 127.0.0.1 it is near. A leecher whose threshold makes every peer far
+/// (nobody near to prefer) still fetches everything, two pieces at a time,
+/// and says which peers it counts as far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_round_trips_reach_the_swarm_and_far_peers_still_serve() {
+    let fx = Fixture::new(3 * 1024 * 1024 + 99);
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = Node::new(&tmp.path().join("seed")).await;
+    // Slow enough that the leechers are still connected when asked.
+    seed.mesh.endpoint().rates().set_node(Some(2 << 20), None);
+    let st = seed
+        .mesh
+        .start(fx.start(&fx.dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    let seed_id = seed.mesh.endpoint().node_id();
+    let mut runs = Vec::new();
+    for (name, far_rtt) in [("near", None), ("far", Some(Duration::from_micros(1)))] {
+        let node = Node::new(&tmp.path().join(format!("{name}/db"))).await;
+        let target = tmp.path().join(format!("{name}/content"));
+        let mut start = fx.start(&target, Role::Leech, vec![seed.dial()]);
+        if let Some(t) = far_rtt {
+            start.config.far_rtt = Some(t);
+        }
+        let t = node.mesh.start(start).await.unwrap();
+        runs.push((name, node, t, target));
+    }
+    for (name, _, t, _) in &runs {
+        wait_until("the seed's round trip", t, |s| {
+            s.path_rtts.iter().any(|(n, _)| *n == seed_id)
+        })
+        .await;
+        let s = t.status().await.unwrap();
+        assert!(!s.complete, "{name}: asked while fetching");
+        let rtt = s.path_rtts.iter().find(|(n, _)| *n == seed_id).unwrap().1;
+        assert!(
+            rtt < Duration::from_millis(10),
+            "{name}: loopback rtt {rtt:?}"
+        );
+        let far = s.far.contains(&seed_id);
+        assert_eq!(far, *name == "far", "{name}: far peers {:?}", s.far);
+    }
+    for (name, node, t, target) in runs {
+        within("leecher completes", t.wait_complete())
+            .await
+            .unwrap();
+        assert!(fx.verifies(&target), "{name}: copy verifies");
+        let s = t.status().await.unwrap();
+        assert_eq!(s.pieces_downloaded, fx.pieces(), "{name}");
+        node.stop(t).await;
+    }
+    seed.stop(st).await;
+}

@@ -296,6 +296,8 @@ impl Actor {
     }
 
     fn status(&self) -> TorrentStatus {
+        let now = self.now();
+        let info = |k: &PeerKey| self.swarm.peer_info(now, *k);
         TorrentStatus {
             infohash: self.ih,
             pieces: self.swarm.geometry().piece_count(),
@@ -308,6 +310,17 @@ impl Actor {
                 .peers
                 .values()
                 .filter_map(|p| Some((p.node, p.remote?)))
+                .collect(),
+            path_rtts: self
+                .peers
+                .iter()
+                .filter_map(|(k, p)| Some((p.node, info(k)?.path_rtt?)))
+                .collect(),
+            far: self
+                .peers
+                .iter()
+                .filter(|(k, _)| info(k).is_some_and(|i| i.far))
+                .map(|(_, p)| p.node)
                 .collect(),
             known_peers: self.book.len(),
             banned: self.banned.clone(),

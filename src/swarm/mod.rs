@@ -99,6 +99,11 @@ pub struct TorrentStatus {
     pub peers: Vec<NodeId>,
     /// Where each connected peer's connection comes from.
     pub peer_addrs: Vec<(NodeId, SocketAddr)>,
+    /// Each connected peer's smallest round trip QUIC reported.
+    pub path_rtts: Vec<(NodeId, std::time::Duration)>,
+    /// Connected peers proto counts as far (another site: see
+    /// `SwarmConfig::far_rtt`).
+    pub far: Vec<NodeId>,
     /// Peers the peer book knows of (connected, candidates, given up,
     /// banned).
     pub known_peers: usize,

@@ -64,6 +64,12 @@ fn swarm_config(cfg: &crate::config::MeshConfig) -> SwarmConfig {
     if let Some(n) = cfg.max_queue_blocks {
         c.max_queue_blocks = n;
     }
+    if let Some(ms) = cfg.far_rtt_ms {
+        c.far_rtt = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+    }
+    if let Some(n) = cfg.far_partials {
+        c.far_partials = n;
+    }
     c
 }
 
@@ -408,6 +414,8 @@ mod tests {
             optimistic_slots: Some(2),
             thin_slots: Some(0),
             max_queue_blocks: Some(9),
+            far_rtt_ms: Some(25),
+            far_partials: Some(5),
             ..mesh
         };
         let c = swarm_config(&mesh);
@@ -416,9 +424,18 @@ mod tests {
                 c.unchoke_slots,
                 c.optimistic_slots,
                 c.max_thin_slots,
-                c.max_queue_blocks
+                c.max_queue_blocks,
+                c.far_rtt,
+                c.far_partials
             ),
-            (3, 2, 0, 9)
+            (3, 2, 0, 9, Some(std::time::Duration::from_millis(25)), 5)
         );
+        // 0 is "every peer near", not a zero threshold.
+        let off = crate::config::MeshConfig {
+            far_rtt_ms: Some(0),
+            ..crate::config::MeshConfig::default()
+        };
+        assert_eq!(swarm_config(&off).far_rtt, None);
+        swarm_config(&off).validate().unwrap();
     }
 }

@@ -116,6 +116,13 @@ impl Actor {
     /// The periodic tick: forget stale candidates, send due PEX, dial.
     pub(super) fn on_tick(&mut self) {
         let now = self.now();
+        // proto keeps the smallest: a quiet moment shows the path's own
+        // round trip, which queueing under load hides.
+        for (&key, p) in &self.peers {
+            if let Some(c) = &p.conn {
+                let _ = self.swarm.handle_path_rtt(now, key, c.rtt());
+            }
+        }
         self.book.expire(now);
         self.send_pex(now);
         self.dial_due();
@@ -260,6 +267,9 @@ impl Actor {
                     })));
                 }
                 let id = conn.id();
+                // The handshake gave QUIC its first round trips: proto
+                // learns whether the peer is far before it asks anything.
+                let rtt = conn.rtt();
                 let node = peer.node;
                 peer.remote = Some(conn.remote_addr());
                 tracing::debug!(peer = %key, addr = %conn.remote_addr(), "connected");
@@ -267,7 +277,9 @@ impl Actor {
                 peer.pex = Some(PexSchedule::new(now));
                 peer.gate = Some(PexGate::new(now, &self.pex_cfg));
                 peer.conn = Some(conn);
-                for ev in std::mem::take(&mut peer.early) {
+                let early = std::mem::take(&mut peer.early);
+                let _ = self.swarm.handle_path_rtt(now, key, rtt);
+                for ev in early {
                     if event_conn(&ev) == id {
                         self.on_event(ev);
                     }
