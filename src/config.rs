@@ -162,9 +162,9 @@ pub struct MeshConfig {
     pub max_queue_blocks: Option<u32>,
     /// Round trip, in ms, from which a peer counts as in another data
     /// centre: it is asked only for pieces no nearby peer serving us has,
-    /// a few pieces at a time, so what the local site can trade does not
-    /// cross the link between sites again. 0 turns that off (every peer
-    /// near); unset keeps the swarm core's default (10 ms).
+    /// a few pieces at a time, so the link between sites carries fewer
+    /// copies of what the local site could trade. 0 turns that off (every
+    /// peer near); unset keeps the swarm core's default (10 ms).
     pub far_rtt_ms: Option<u64>,
     /// Most pieces fetched from far peers at once; unset keeps the
     /// default (2). Raise it where each connection to another site is

@@ -143,6 +143,13 @@ pub async fn render(state: &AppState) -> String {
         );
         family(
             &mut out,
+            "shoal_torrent_far_peers",
+            "gauge",
+            "Connected peers of the torrent in another site (far_rtt_ms or more away).",
+            &per(&|v| v.far_peers as f64),
+        );
+        family(
+            &mut out,
             "shoal_torrent_download_rate_bytes",
             "gauge",
             "Payload download rate over the last second, bytes/s.",

@@ -54,6 +54,7 @@ impl Resolving {
             download_rate: 0,
             upload_rate: 0,
             peers: 0,
+            far_peers: 0,
             download_limit: None,
             upload_limit: None,
             added_unix_ms: self.added_unix_ms,

@@ -215,6 +215,7 @@ impl Entry {
             download_rate: self.rates.down,
             upload_rate: self.rates.up,
             peers: live.map_or(0, |s| s.peers.len()),
+            far_peers: live.map_or(0, |s| s.far.len()),
             download_limit: self.settings.download_limit,
             upload_limit: self.settings.upload_limit,
             added_unix_ms: self.added_unix_ms,

@@ -40,6 +40,9 @@ pub struct TorrentView {
     pub upload_rate: u64,
     /// Connected peers.
     pub peers: usize,
+    /// Connected peers in another site (round trip of at least
+    /// `[mesh] far_rtt_ms`): asked only for what nearby peers lack.
+    pub far_peers: usize,
     /// Per-torrent download limit, bytes/s (`None`: none).
     pub download_limit: Option<u64>,
     /// Per-torrent upload limit, bytes/s (`None`: none).

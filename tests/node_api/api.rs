@@ -135,6 +135,15 @@ fn download_pause_resume_metrics_and_remove() {
         )),
         "{text}"
     );
+    // On loopback every peer is near (a round trip far under 10 ms).
+    assert!(
+        text.contains(&format!(
+            "shoal_torrent_far_peers{{infohash=\"{}\",name=\"image.bin\"}} 0",
+            sd.ih
+        )),
+        "{text}"
+    );
+    assert_eq!(done["far_peers"].as_u64(), Some(0), "{done}");
     // The seed carries the tracker role and says so.
     let (_, body) = sd.seed.get("/metrics");
     let seed_text = String::from_utf8(body).unwrap();
