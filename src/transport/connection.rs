@@ -199,6 +199,13 @@ impl ConnectionHandle {
         self.conn.rtt()
     }
 
+    /// The smallest round trip QUIC has seen on the path: its floor, which
+    /// queueing under load does not raise (the smoothed estimate, `rtt`,
+    /// follows the queue: behind a 20 ms token bucket it passes 10 ms).
+    pub fn min_rtt(&self) -> Duration {
+        self.conn.stats().path.min_rtt
+    }
+
     /// Whether the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()

@@ -116,11 +116,11 @@ impl Actor {
     /// The periodic tick: forget stale candidates, send due PEX, dial.
     pub(super) fn on_tick(&mut self) {
         let now = self.now();
-        // proto keeps the smallest: a quiet moment shows the path's own
-        // round trip, which queueing under load hides.
+        // QUIC's floor only falls as it sees a quicker round trip; proto
+        // keeps the smallest it is told.
         for (&key, p) in &self.peers {
             if let Some(c) = &p.conn {
-                let _ = self.swarm.handle_path_rtt(now, key, c.rtt());
+                let _ = self.swarm.handle_path_rtt(now, key, c.min_rtt());
             }
         }
         self.book.expire(now);
@@ -269,7 +269,7 @@ impl Actor {
                 let id = conn.id();
                 // The handshake gave QUIC its first round trips: proto
                 // learns whether the peer is far before it asks anything.
-                let rtt = conn.rtt();
+                let rtt = conn.min_rtt();
                 let node = peer.node;
                 peer.remote = Some(conn.remote_addr());
                 tracing::debug!(peer = %key, addr = %conn.remote_addr(), "connected");
