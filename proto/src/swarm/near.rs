@@ -7,9 +7,10 @@
 //! from whichever peers unchoked it, wherever they were: in the
 //! simulator's `inter-dc` scenario (two regions 20 ms apart, one
 //! 10 Gbit/s link) 70 copies of the file crossed the link at 1,000 nodes,
-//! nearly all of them pieces the far region already held, and the far
-//! region finished 3-4× later than the near one (`benches/RESULTS.md`,
-//! "Stop 15").
+//! and 96-99% of the blocks crossing into the far region were of pieces
+//! that had crossed whole before. The far region's last node finished at
+//! 38 s and the near region's at 25 s, where a one-site flash crowd of
+//! the same size takes 10 s (`benches/RESULTS.md`, "Stop 15").
 //!
 //! A peer is *far* when the transport's round trip to it (the smallest
 //! reported: queueing under load must not turn a near peer far) is at
@@ -35,13 +36,12 @@
 //!    orphan: its remaining blocks come over the short path.
 //! 4. **Slots.** Between choke rounds a leecher with a near peer fills a
 //!    free upload slot with a far peer only while no other far peer holds
-//!    one; at a round
-//!    far peers compete by rate like anyone (and ties go to near peers),
-//!    and the optimistic slot is drawn from all. Before, a slot filled
-//!    at once stayed with whoever asked first until the round, 10 s
-//!    later; behind a shared link those far slots carried a few Mbit/s
-//!    each, and the near region's own trading fell to a tenth of its
-//!    uplinks for the first seconds.
+//!    one; at a round far peers compete by rate like anyone (ties go to
+//!    near peers), and the optimistic slot is drawn from all. Before, a
+//!    slot filled at once stayed with whoever asked first until the
+//!    round, 10 s later; behind a shared link those far slots carried a
+//!    few Mbit/s each, and the near region's own trading fell to 3-13% of
+//!    its uplinks for the first seconds.
 //!
 //! Invariant: `Near::avail[p]` is the number of connected peers with
 //! `near_counted` that announced `p` and are not counted as seeds, and
