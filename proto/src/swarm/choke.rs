@@ -19,7 +19,8 @@
 //!   `slot_stall_timeout`) has crashed or lost its path, as far as we can
 //!   tell before the transport does: it is choked, loses every reveal
 //!   (started or not), and gets no slot until it sends us a request or a
-//!   `Have`. Without this, a seed choosing the peers furthest behind
+//!   `Have`, or the next choke round comes. Without this, a seed choosing
+//!   the peers furthest behind
 //!   would give its slots to the dead, which never catch up. (A leecher
 //!   needs no such rule: the dead upload nothing, so reciprocation drops
 //!   them at the next round.)
@@ -151,6 +152,15 @@ impl Swarm {
 
     /// A full choke round: re-plan every slot.
     pub(super) fn rechoke(&mut self, now: Time) {
+        // Each round gives the peers taken for stalled another chance. A
+        // live peer may have had reason to ask us nothing (a near peer
+        // served it everything: `near.rs`) and nothing left to announce
+        // when it needs us again; waiting for its request or `Have` would
+        // shut it out for good. A crashed one costs a slot for one slot
+        // stall timeout per round.
+        for (_, p) in self.peers.iter_mut() {
+            p.slot_stalled = false;
+        }
         let mut ranked = self.ranked_candidates(now, false);
         if self.spreading() {
             // Keep whom we serve (see `spreading`); newcomers fill gaps.

@@ -102,7 +102,7 @@
 //! its slot back from a peer that wants something but has neither asked
 //! nor taken a byte for `slot_stall_timeout` (longer at slow rates), with
 //! every reveal it held, and gives it no slot until it sends a request or
-//! a `Have` (`choke.rs`). In endgame, a peer sitting on our requests for
+//! a `Have`, or the next choke round comes (`choke.rs`). In endgame, a peer sitting on our requests for
 //! `stall_factor` × (round trip + a block at the best peer's rate) is
 //! snubbed and its requests stop counting towards the requester cap
 //! (`download.rs`).
@@ -480,6 +480,7 @@ impl Swarm {
             self.unchoke_needed = false;
             self.fill_unchoke_slots(now);
         }
+        self.wake_starved();
         if std::mem::take(&mut self.reveal_all) {
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for k in keys {

@@ -135,7 +135,14 @@ impl Swarm {
             .iter()
             .filter(|pt| pt.far_owner && pt.open > 0)
             .count();
-        held < self.cfg.far_partials as usize || !self.peers.values().any(|p| !p.far)
+        held < self.cfg.far_partials as usize || !self.has_known_near_peer()
+    }
+
+    /// Whether a peer known to be near (its round trip reported) is
+    /// connected: the region there is to trade with. A peer still
+    /// connecting has no round trip yet and does not count.
+    fn has_known_near_peer(&self) -> bool {
+        self.peers.values().any(|p| !p.far && p.path_rtt.is_some())
     }
 
     /// Leaves in `ranked` (candidates for free slots, best first) at most
@@ -143,7 +150,7 @@ impl Swarm {
     /// all of them when no near peer is connected, as nobody near could
     /// want the slots.
     pub(super) fn keep_one_far(&self, ranked: &mut Vec<PeerKey>) {
-        if !self.peers.values().any(|p| !p.far) {
+        if !self.has_known_near_peer() {
             return;
         }
         let is_far = |k: &PeerKey| self.peers.get(k).is_some_and(|p| p.far);
@@ -164,7 +171,7 @@ impl Swarm {
     /// A near peer left: if it was the last, far peers are no longer held
     /// to the budget (rule 2), so they are all asked at once.
     pub(super) fn near_peer_left(&mut self) {
-        if !self.peers.values().any(|p| !p.far) && !self.peers.is_empty() {
+        if !self.has_known_near_peer() && self.peers.values().any(|p| p.far) {
             self.fill_all = true;
         }
     }

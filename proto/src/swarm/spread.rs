@@ -103,6 +103,28 @@ impl Swarm {
             .is_some_and(|p| p.wants_upload(spreading) && !p.slot_stalled)
     }
 
+    /// Offers again to the peers found starved before the last epoch bump
+    /// (a claim released, a piece unseen again). Nothing else would: such
+    /// a peer may have nothing left to announce, and waits on us for the
+    /// one piece that only we now hold.
+    pub(super) fn wake_starved(&mut self) {
+        let Some(epoch) = self.spread.as_ref().map(|sp| sp.epoch) else {
+            return;
+        };
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.starved_at.is_some_and(|e| e != epoch))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.starved_at = None;
+            }
+            self.spread_top_up(k);
+        }
+    }
+
     /// Takes back the unrequested reveals of unchoked peers that have asked
     /// for nothing for `spread_idle_timeout`, and stops courting them: a
     /// peer that never fetches (another seed, say) must not keep a slot,

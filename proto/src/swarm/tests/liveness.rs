@@ -305,3 +305,43 @@ fn a_lone_peer_keeps_its_slot_through_a_silence() {
     s.handle_timeout(t(now));
     assert!(!s.is_unchoked(A), "a silent peer kept a slot another wants");
 }
+
+/// A peer taken for stalled that has nothing left to say (it fetched
+/// everything else from a near peer, which then left: `near.rs`) gets a
+/// slot again at the next choke round rather than never.
+#[test]
+fn a_peer_taken_for_stalled_gets_another_chance_at_the_next_round() {
+    let c = SwarmConfig {
+        block_size: KB16,
+        spread_distinct: false,
+        ..SwarmConfig::default()
+    };
+    let geo = crate::swarm::Geometry::new(u64::from(8 * KB16), u64::from(2 * KB16)).unwrap();
+    let mut s = Swarm::new(geo, &[0xf0], c, 9).unwrap();
+    for k in [A, B] {
+        s.handle_peer_connected(t(0), k, false).unwrap();
+        s.handle_have_none(t(0), k).unwrap();
+        s.handle_interested(t(0), k, true).unwrap();
+    }
+    assert!(s.is_unchoked(A) && s.is_unchoked(B));
+    // B asks; A says nothing for seconds: its slot goes.
+    let mut now = 0;
+    while now < 3_000 {
+        now += 250;
+        s.handle_request(t(now), B, block(0, 0)).unwrap();
+        s.handle_bytes_sent(t(now), B, u64::from(KB16));
+        s.handle_timeout(t(now));
+        drain(&mut s);
+    }
+    assert!(!s.is_unchoked(A), "the silent peer kept its slot");
+    // B leaves; A, still interested, has nothing to announce.
+    s.handle_peer_disconnected(t(now), B);
+    drain(&mut s);
+    let round = now + 10_000;
+    while now < round + 250 {
+        now += 250;
+        s.handle_timeout(t(now));
+        drain(&mut s);
+    }
+    assert!(s.is_unchoked(A), "shut out after the round");
+}
