@@ -20,10 +20,9 @@
 //!   tell before the transport does: it is choked, loses every reveal
 //!   (started or not), and gets no slot until it sends us a request or a
 //!   `Have`, or the next choke round comes. Without this, a seed choosing
-//!   the peers furthest behind
-//!   would give its slots to the dead, which never catch up. (A leecher
-//!   needs no such rule: the dead upload nothing, so reciprocation drops
-//!   them at the next round.)
+//!   the peers furthest behind would give its slots to the dead, which
+//!   never catch up. (A leecher needs no such rule: the dead upload
+//!   nothing, so reciprocation drops them at the next round.)
 
 use std::cmp::Ordering;
 use std::time::Duration;

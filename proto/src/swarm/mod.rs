@@ -102,10 +102,10 @@
 //! its slot back from a peer that wants something but has neither asked
 //! nor taken a byte for `slot_stall_timeout` (longer at slow rates), with
 //! every reveal it held, and gives it no slot until it sends a request or
-//! a `Have`, or the next choke round comes (`choke.rs`). In endgame, a peer sitting on our requests for
-//! `stall_factor` × (round trip + a block at the best peer's rate) is
-//! snubbed and its requests stop counting towards the requester cap
-//! (`download.rs`).
+//! a `Have`, or the next choke round comes (`choke.rs`). In endgame, a
+//! peer sitting on our requests for `stall_factor` × (round trip + a
+//! block at the best peer's rate) is snubbed and its requests stop
+//! counting towards the requester cap (`download.rs`).
 //!
 //! **Trust.** A piece that fails its check blames the peers that supplied
 //! its blocks: a sole supplier gets 1 and is disconnected; `n` suppliers

@@ -54,6 +54,7 @@
 
 use std::time::Duration;
 
+use super::peer::Peer;
 use super::types::{PeerKey, SwarmError, Time};
 use super::Swarm;
 
@@ -88,6 +89,18 @@ impl Near {
 
     pub(crate) fn add_seed(&mut self) {
         self.seeds += 1;
+    }
+
+    /// Counts a peer's announcements in (`add`) or out.
+    fn count(&mut self, p: &Peer, add: bool) {
+        let step = |n: &mut u32| *n = if add { *n + 1 } else { *n - 1 };
+        if p.counted_as_seed {
+            step(&mut self.seeds);
+        } else {
+            for i in p.has.iter() {
+                step(&mut self.avail[i as usize]);
+            }
+        }
     }
 }
 
@@ -125,7 +138,7 @@ impl Swarm {
         let Some(p) = self.peers.get(&peer) else {
             return;
         };
-        self.set_near_counted(peer, !p.far && !p.peer_choking && p.refused.is_empty());
+        self.set_near_counted(peer, p.serves_nearby());
     }
 
     /// Whether a far peer may start or adopt a piece (rule 2).
@@ -189,22 +202,7 @@ impl Swarm {
             return;
         }
         p.near_counted = want;
-        let (near, p) = (&mut self.near, &*p);
-        if p.counted_as_seed {
-            if want {
-                near.seeds += 1;
-            } else {
-                near.seeds -= 1;
-            }
-        } else {
-            for i in p.has.iter() {
-                if want {
-                    near.avail[i as usize] += 1;
-                } else {
-                    near.avail[i as usize] -= 1;
-                }
-            }
-        }
+        self.near.count(p, want);
         // Pieces only this peer offered nearby may now come from far
         // peers: give those a chance to ask at once. (When a near peer
         // starts counting, far peers keep what they were asked for.)
@@ -222,7 +220,7 @@ impl Swarm {
         let mut avail = vec![0u32; self.near.avail.len()];
         let mut seeds = 0;
         for p in self.peers.values() {
-            let want = !p.far && !p.peer_choking && p.refused.is_empty();
+            let want = p.serves_nearby();
             assert_eq!(p.near_counted, want, "near_counted out of date");
             if !want {
                 continue;

@@ -153,6 +153,12 @@ impl Peer {
         self.peer_interested || (spreading && self.masked && !self.inert && !self.has.is_full())
     }
 
+    /// Near, unchoking us and refusing nothing: its pieces count as ones
+    /// we can get nearby (`near.rs`).
+    pub(crate) fn serves_nearby(&self) -> bool {
+        !self.far && !self.peer_choking && self.refused.is_empty()
+    }
+
     pub(crate) fn refuses(&self, piece: u32) -> bool {
         self.refused.contains(&piece)
     }

@@ -38,6 +38,8 @@ pub(crate) struct Spread {
     /// Bumped whenever a piece may have become revealable again, so a
     /// peer found starved is not rescanned until then.
     epoch: u64,
+    /// The epoch `wake_starved` last looked at.
+    woken: u64,
 }
 
 impl Spread {
@@ -48,6 +50,7 @@ impl Spread {
             revealed: vec![0; pieces as usize],
             unseen: pieces,
             epoch: 0,
+            woken: 0,
         }
     }
 
@@ -108,9 +111,16 @@ impl Swarm {
     /// a peer may have nothing left to announce, and waits on us for the
     /// one piece that only we now hold.
     pub(super) fn wake_starved(&mut self) {
-        let Some(epoch) = self.spread.as_ref().map(|sp| sp.epoch) else {
+        // Every input of a spreading seed ends here: look at the peers only
+        // when the epoch moved since the last look.
+        let Some(sp) = self.spread.as_deref_mut() else {
             return;
         };
+        if sp.woken == sp.epoch {
+            return;
+        }
+        sp.woken = sp.epoch;
+        let epoch = sp.epoch;
         let keys: Vec<PeerKey> = self
             .peers
             .iter()

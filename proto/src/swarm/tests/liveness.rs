@@ -270,19 +270,24 @@ fn a_starved_peer_gets_a_second_copy_of_what_a_thin_peer_fetches() {
     assert_eq!((twice.len(), got), (0, 6), "{twice:?}");
 }
 
-/// The slot-stall rule frees a slot for others; a seed with nobody else
-/// to serve keeps serving its one peer through a silence, since a peer
-/// reading slowly (a download limit) is silent too until a whole block
-/// is acknowledged.
-#[test]
-fn a_lone_peer_keeps_its_slot_through_a_silence() {
+/// A seed of four two-block pieces that does not spread.
+fn plain_seed() -> Swarm {
     let c = SwarmConfig {
         block_size: KB16,
         spread_distinct: false,
         ..SwarmConfig::default()
     };
     let geo = crate::swarm::Geometry::new(u64::from(8 * KB16), u64::from(2 * KB16)).unwrap();
-    let mut s = Swarm::new(geo, &[0xf0], c, 9).unwrap();
+    Swarm::new(geo, &[0xf0], c, 9).unwrap()
+}
+
+/// The slot-stall rule frees a slot for others; a seed with nobody else
+/// to serve keeps serving its one peer through a silence, since a peer
+/// reading slowly (a download limit) is silent too until a whole block
+/// is acknowledged.
+#[test]
+fn a_lone_peer_keeps_its_slot_through_a_silence() {
+    let mut s = plain_seed();
     s.handle_peer_connected(t(0), A, false).unwrap();
     s.handle_have_none(t(0), A).unwrap();
     s.handle_interested(t(0), A, true).unwrap();
@@ -311,13 +316,7 @@ fn a_lone_peer_keeps_its_slot_through_a_silence() {
 /// slot again at the next choke round rather than never.
 #[test]
 fn a_peer_taken_for_stalled_gets_another_chance_at_the_next_round() {
-    let c = SwarmConfig {
-        block_size: KB16,
-        spread_distinct: false,
-        ..SwarmConfig::default()
-    };
-    let geo = crate::swarm::Geometry::new(u64::from(8 * KB16), u64::from(2 * KB16)).unwrap();
-    let mut s = Swarm::new(geo, &[0xf0], c, 9).unwrap();
+    let mut s = plain_seed();
     for k in [A, B] {
         s.handle_peer_connected(t(0), k, false).unwrap();
         s.handle_have_none(t(0), k).unwrap();
