@@ -344,3 +344,66 @@ fn a_peer_taken_for_stalled_gets_another_chance_at_the_next_round() {
     }
     assert!(s.is_unchoked(A), "shut out after the round");
 }
+
+/// A peer the spreading seed found starved (every piece it lacks was
+/// announced or firmly claimed by another) is offered a piece as soon as
+/// that piece is back in play, in the same input, because it may have
+/// nothing left to say that would prompt the seed: here the other peer,
+/// which had announced the pieces, leaves holding no reveal.
+#[test]
+fn a_starved_peer_is_offered_a_piece_that_is_unseen_again() {
+    let c = SwarmConfig {
+        block_size: KB16,
+        spread_ahead_bytes: u64::from(2 * KB16),
+        ..SwarmConfig::default()
+    };
+    let geo = crate::swarm::Geometry::new(u64::from(8 * KB16), u64::from(2 * KB16)).unwrap();
+    let mut s = Swarm::new(geo, &[0xf0], c, 9).unwrap();
+    let mut told = Vec::new();
+    for k in [A, B] {
+        s.handle_peer_connected(t(0), k, false).unwrap();
+        s.handle_have_none(t(0), k).unwrap();
+        told.push(haves(&drain(&mut s), k));
+    }
+    let (mut a_told, mut b_told) = (told[0].clone(), told[1].clone());
+    // Each asks for its first piece and is told one more ahead.
+    for (k, first, list) in [(A, a_told[0], &mut a_told), (B, b_told[0], &mut b_told)] {
+        for b in 0..2 {
+            s.handle_request(t(1), k, block(first, b)).unwrap();
+        }
+        list.extend(haves(&drain(&mut s), k));
+    }
+    assert_eq!(
+        (a_told.len(), b_told.len()),
+        (2, 2),
+        "{a_told:?} {b_told:?}"
+    );
+    // A takes its first piece, announces it and asks for the one ahead:
+    // nothing is left to reveal to it (B holds the other two).
+    for b in 0..2 {
+        s.handle_bytes_sent(t(2), A, u64::from(KB16));
+        s.handle_request(t(2), A, block(a_told[1], b)).unwrap();
+    }
+    s.handle_have(t(2), A, a_told[0]).unwrap();
+    assert_eq!(haves(&drain(&mut s), A), Vec::<u32>::new());
+    // B fetches and announces both of its pieces, holding no reveal after.
+    let mut now = 3;
+    for &p in &b_told {
+        for b in 0..2 {
+            s.handle_request(t(now), B, block(p, b)).unwrap();
+            s.handle_bytes_sent(t(now), B, u64::from(KB16));
+        }
+        s.handle_have(t(now), B, p).unwrap();
+        now += 1;
+    }
+    assert_eq!(haves(&drain(&mut s), A), Vec::<u32>::new());
+    // B leaves before A could fetch B's pieces from it: they are unseen
+    // again, and A, still fetching its second piece, is offered one now.
+    s.handle_peer_disconnected(t(now), B);
+    let offered = haves(&drain(&mut s), A);
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert!(
+        b_told.contains(&offered[0]),
+        "{offered:?} not one of {b_told:?}"
+    );
+}
