@@ -26,6 +26,10 @@ use std::collections::BinaryHeap;
 
 /// log2 of a slot's width in µs.
 const SLOT_SHIFT: u32 = 6;
+/// A time's microsecond within its slot (a slot spans 64, one bit each
+/// of a `u64` in `Queue::order_slot`).
+const US_MASK: u64 = (1 << SLOT_SHIFT) - 1;
+const _: () = assert!(SLOT_SHIFT <= 6, "a slot's microseconds must fit a u64 mask");
 /// Slots in the wheel (its span is `SLOTS << SLOT_SHIFT` µs ≈ 262 ms).
 const SLOTS: u64 = 4096;
 
@@ -64,6 +68,9 @@ pub struct Queue<T> {
     /// Slot `cur`'s events pushed after it was loaded.
     near: BinaryHeap<Entry<T>>,
     wheel: Vec<Vec<Entry<T>>>,
+    /// Scratch for `order_slot`, one list per microsecond of a slot
+    /// (empty between calls; they keep their capacity).
+    by_us: Vec<Vec<Entry<T>>>,
     in_wheel: usize,
     far: BinaryHeap<Entry<T>>,
 }
@@ -76,6 +83,7 @@ impl<T> Default for Queue<T> {
             slot: Vec::new(),
             near: BinaryHeap::new(),
             wheel: (0..SLOTS).map(|_| Vec::new()).collect(),
+            by_us: (0..=US_MASK).map(|_| Vec::new()).collect(),
             in_wheel: 0,
             far: BinaryHeap::new(),
         }
@@ -186,6 +194,31 @@ impl<T> Queue<T> {
         self.len() == 0
     }
 
+    /// Puts the loaded slot in pop order (the earliest last), in linear
+    /// time: one pass deals its events by microsecond, one gathers them.
+    /// Sorting by time alone, stably, is the (time, sequence) order,
+    /// because a loaded slot is already in sequence order within each
+    /// microsecond: it holds first what the far heap handed over (popped
+    /// in (time, sequence) order, and pushed before anything that went
+    /// straight to the bucket, which was not in the wheel's span yet),
+    /// then the bucket's own pushes in push order. At 5,000 nodes a slot
+    /// holds hundreds of events, and sorting them was 8% of the
+    /// instructions; one sort was still cheaper than a heap pop per event
+    /// (perf put the heap at 8% of a large run).
+    fn order_slot(&mut self) {
+        let mut used = 0u64;
+        for e in self.slot.drain(..) {
+            let us = e.at & US_MASK;
+            used |= 1 << us;
+            self.by_us[us as usize].push(e);
+        }
+        while used != 0 {
+            let us = 63 - used.leading_zeros();
+            used &= !(1 << us);
+            self.slot.extend(self.by_us[us as usize].drain(..).rev());
+        }
+    }
+
     /// Moves to the next slot holding events, but not past `max_slot`,
     /// and loads it into `slot`; false if there is none by then.
     fn advance_within(&mut self, max_slot: u64) -> bool {
@@ -230,9 +263,7 @@ impl<T> Queue<T> {
                 }
             }
             if !self.slot.is_empty() {
-                // One sort of a contiguous slot is cheaper than a heap pop
-                // per event (perf put the heap at 8% of a large run).
-                self.slot.sort_unstable();
+                self.order_slot();
                 return true;
             }
         }

@@ -20,6 +20,15 @@ use super::{BlockState, Partial, PieceState, Swarm};
 impl Swarm {
     /// Tops up `key`'s pipeline to its target.
     pub(super) fn fill(&mut self, now: Time, key: PeerKey) {
+        // Most refills are for peers that choke us or have nothing we
+        // want: settle those before the target, which costs an `exp`.
+        if self
+            .peers
+            .get(&key)
+            .is_none_or(|p| p.peer_choking || !p.am_interested)
+        {
+            return;
+        }
         let target = self.pipeline_target(now, key);
         loop {
             let Some(p) = self.peers.get(&key) else {
