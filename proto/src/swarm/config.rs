@@ -112,8 +112,9 @@ pub struct SwarmConfig {
     pub drop_seeds_when_complete: bool,
     /// A slot is *thin* when its peer has held it for a `rate_window` and
     /// takes less than `1 / thin_slot_ratio` of what our fastest such slot
-    /// takes: its path or its downlink is the limit, not our uplink, which
-    /// therefore has room. Each thin slot opens one more, up to
+    /// takes (or, once we hold everything, of what the fastest connection
+    /// lately carried to us): its path or its downlink is the limit, not
+    /// our uplink, which therefore has room. Each thin slot opens one more, up to
     /// `max_thin_slots`; while spreading (whose slots are planned piece by
     /// piece) the count stays, but a piece only a thin peer is fetching may
     /// be revealed once more (see the module comment). Without this, a node
