@@ -536,9 +536,7 @@ impl Scenario {
         let f = &self.faults;
         let first = self.seeders.count;
         let mut order: Vec<usize> = (first..nodes.len()).collect();
-        for k in (1..order.len()).rev() {
-            order.swap(k, rng.below(k as u64 + 1) as usize);
-        }
+        crate::rng::shuffle(rng, &mut order);
         let n = order.len() as f64;
         let count = |x: f64| (x * n).round() as usize;
         let (corrupt, leave, crash) = (

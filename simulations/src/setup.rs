@@ -164,9 +164,7 @@ pub fn random_graph(
     }
     let want = degree.min(leechers.saturating_sub(1));
     let mut order: Vec<usize> = (seeders..n).collect();
-    for k in (1..order.len()).rev() {
-        order.swap(k, rng.below(k as u64 + 1) as usize);
-    }
+    crate::rng::shuffle(rng, &mut order);
     for i in order {
         let mut tries = 0;
         while leecher_deg[i] < want && tries < 64 * want {

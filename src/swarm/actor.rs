@@ -297,7 +297,19 @@ impl Actor {
 
     fn status(&self) -> TorrentStatus {
         let now = self.now();
-        let info = |k: &PeerKey| self.swarm.peer_info(now, *k);
+        // One look at each peer's info (it computes rates) for both lists.
+        let (mut path_rtts, mut far) = (Vec::new(), Vec::new());
+        for (k, p) in &self.peers {
+            let Some(i) = self.swarm.peer_info(now, *k) else {
+                continue;
+            };
+            if let Some(rtt) = i.path_rtt {
+                path_rtts.push((p.node, rtt));
+            }
+            if i.far {
+                far.push(p.node);
+            }
+        }
         TorrentStatus {
             infohash: self.ih,
             pieces: self.swarm.geometry().piece_count(),
@@ -311,17 +323,8 @@ impl Actor {
                 .values()
                 .filter_map(|p| Some((p.node, p.remote?)))
                 .collect(),
-            path_rtts: self
-                .peers
-                .iter()
-                .filter_map(|(k, p)| Some((p.node, info(k)?.path_rtt?)))
-                .collect(),
-            far: self
-                .peers
-                .iter()
-                .filter(|(k, _)| info(k).is_some_and(|i| i.far))
-                .map(|(_, p)| p.node)
-                .collect(),
+            path_rtts,
+            far,
             known_peers: self.book.len(),
             banned: self.banned.clone(),
             scores: self

@@ -114,14 +114,15 @@ pub struct SwarmConfig {
     /// takes less than `1 / thin_slot_ratio` of what our fastest such slot
     /// takes (or, once we hold everything, of what the fastest connection
     /// lately carried to us): its path or its downlink is the limit, not
-    /// our uplink, which therefore has room. Each thin slot opens one more, up to
-    /// `max_thin_slots`; while spreading (whose slots are planned piece by
-    /// piece) the count stays, but a piece only a thin peer is fetching may
-    /// be revealed once more (see the module comment). Without this, a node
-    /// whose slots went to peers behind a slow long-haul path (another data
-    /// centre) or with a slow downlink used a few percent of its uplink
-    /// until the next choke round, and a spreading seed sat idle while its
-    /// last pieces crawled across such paths.
+    /// our uplink, which therefore has room. Each thin slot opens one
+    /// more, up to `max_thin_slots`; while spreading (whose slots are
+    /// planned piece by piece) the count stays, but a piece only a thin
+    /// peer is fetching may be revealed once more (see the module
+    /// comment). Without this, a node whose slots went to peers behind a
+    /// slow long-haul path (another data centre) or with a slow downlink
+    /// used a few percent of its uplink until the next choke round, and a
+    /// spreading seed sat idle while its last pieces crawled across such
+    /// paths.
     pub thin_slot_ratio: f64,
     /// Most extra slots opened for thin ones; 0 turns thin slots off
     /// (no extra slots, no second copies).

@@ -30,11 +30,13 @@ impl Swarm {
             return;
         }
         let target = self.pipeline_target(now, key);
+        // Requesting changes neither choke nor interest: only the bytes
+        // outstanding end the loop.
         loop {
             let Some(p) = self.peers.get(&key) else {
                 return;
             };
-            if p.peer_choking || !p.am_interested || p.outstanding_bytes >= target {
+            if p.outstanding_bytes >= target {
                 return;
             }
             let Some((piece, block)) = self.pick_block(key) else {

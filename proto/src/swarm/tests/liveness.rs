@@ -352,20 +352,8 @@ fn a_peer_taken_for_stalled_gets_another_chance_at_the_next_round() {
 /// which had announced the pieces, leaves holding no reveal.
 #[test]
 fn a_starved_peer_is_offered_a_piece_that_is_unseen_again() {
-    let c = SwarmConfig {
-        block_size: KB16,
-        spread_ahead_bytes: u64::from(2 * KB16),
-        ..SwarmConfig::default()
-    };
-    let geo = crate::swarm::Geometry::new(u64::from(8 * KB16), u64::from(2 * KB16)).unwrap();
-    let mut s = Swarm::new(geo, &[0xf0], c, 9).unwrap();
-    let mut told = Vec::new();
-    for k in [A, B] {
-        s.handle_peer_connected(t(0), k, false).unwrap();
-        s.handle_have_none(t(0), k).unwrap();
-        told.push(haves(&drain(&mut s), k));
-    }
-    let (mut a_told, mut b_told) = (told[0].clone(), told[1].clone());
+    let (mut s, pa, pb) = spreading_seed(2);
+    let (mut a_told, mut b_told) = (vec![pa], vec![pb]);
     // Each asks for its first piece and is told one more ahead.
     for (k, first, list) in [(A, a_told[0], &mut a_told), (B, b_told[0], &mut b_told)] {
         for b in 0..2 {

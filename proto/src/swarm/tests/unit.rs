@@ -207,6 +207,18 @@ fn choking_keeps_the_slots_and_reciprocates() {
     assert_eq!(s.stats().unchoked, 4);
 }
 
+/// A seed that does not spread, with two regular slots and one
+/// optimistic, and up to `max_thin_slots` more for thin ones.
+fn three_slots(max_thin_slots: usize) -> SwarmConfig {
+    SwarmConfig {
+        spread_distinct: false,
+        unchoke_slots: 2,
+        optimistic_slots: 1,
+        max_thin_slots,
+        ..cfg()
+    }
+}
+
 /// A slot whose peer takes a small share of what the fastest takes (its
 /// own path is the limit) opens one more; the extra slot closes at the
 /// next choke round once no slot is thin.
@@ -214,13 +226,7 @@ fn choking_keeps_the_slots_and_reciprocates() {
 fn thin_slots_open_more_and_close_at_the_round() {
     let n = 16;
     let run = |max_thin_slots: usize| {
-        let c = SwarmConfig {
-            spread_distinct: false,
-            unchoke_slots: 2,
-            optimistic_slots: 1,
-            max_thin_slots,
-            ..cfg()
-        };
+        let c = three_slots(max_thin_slots);
         let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
         let peers: Vec<PeerKey> = (10..18).map(PeerKey).collect();
         for &k in &peers {
@@ -264,13 +270,7 @@ fn thin_slots_open_more_and_close_at_the_round() {
 fn a_seeds_extra_slots_go_to_peers_that_took_the_most_lately() {
     let n = 16;
     let run = |rule_applies: bool| {
-        let c = SwarmConfig {
-            spread_distinct: false,
-            unchoke_slots: 2,
-            optimistic_slots: 1,
-            max_thin_slots: 2,
-            ..cfg()
-        };
+        let c = three_slots(2);
         let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
         // 10-12 are fast and ahead; they connect first and take the
         // first three slots. 13-17 are slow and far behind.
@@ -628,13 +628,7 @@ fn bad_announcements_end_the_connection() {
 #[test]
 fn a_node_that_completes_compares_slow_slots_with_what_it_received() {
     let n = 16;
-    let c = SwarmConfig {
-        spread_distinct: false,
-        unchoke_slots: 2,
-        optimistic_slots: 1,
-        max_thin_slots: 2,
-        ..cfg()
-    };
+    let c = three_slots(2);
     let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n - 1), c, 4).unwrap();
     // F is ahead (pieces 3..16) and has our last piece; 10-12 are slow
     // and far behind (pieces 0..2), as many as the seed's slots.
