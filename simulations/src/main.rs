@@ -39,7 +39,8 @@ enum Cmd {
         /// Overrides the torrent size, MiB.
         #[arg(long)]
         file_mib: Option<u64>,
-        /// Overrides the piece size, KiB.
+        /// Overrides the piece size, KiB (default: as `shoal create` cuts
+        /// the file).
         #[arg(long)]
         piece_kib: Option<u64>,
         /// Overrides the degree (peers each node dials).
@@ -90,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         s.file_mib = v;
     }
     if let Some(v) = piece_kib {
-        s.piece_kib = v;
+        s.piece_kib = Some(v);
     }
     if let Some(v) = degree {
         s.degree = v;
@@ -108,6 +109,7 @@ fn main() -> anyhow::Result<()> {
     s.check()?;
     let (out, wall, replication) = run_scenario_with(&s, progress, threads)?;
     let f = out.file_bytes as f64;
+    let piece_kib = s.geometry_bytes()?.1 >> 10;
     let staying = out.completions_us();
     let done = staying.iter().filter(|c| c.is_some()).count();
     let discovery = match s.discovery {
@@ -121,7 +123,7 @@ fn main() -> anyhow::Result<()> {
         s.nodes,
         s.seeders.count,
         f / (1 << 20) as f64,
-        s.piece_kib,
+        piece_kib,
     );
     println!("completed        {done}/{} staying", staying.len());
     let q = |p| {

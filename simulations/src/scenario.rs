@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use shoal_proto::metainfo::auto_piece_length;
 use shoal_proto::swarm::SwarmConfig;
 
 /// A whole scenario, as read from TOML.
@@ -27,8 +28,11 @@ pub struct Scenario {
     pub nodes: usize,
     /// Torrent size in MiB.
     pub file_mib: u64,
-    /// Piece size in KiB.
-    pub piece_kib: u64,
+    /// Piece size in KiB. None: the length `shoal create` would cut the
+    /// file into (proto's `auto_piece_length`: 1 MiB for 1 GiB, 4 MiB for
+    /// 4 GiB), so that a scenario models the torrent an operator gets.
+    #[serde(default)]
+    pub piece_kib: Option<u64>,
     /// How nodes find each other: a fixed random graph (`"graph"`, the
     /// default) or the daemon's way (`"tracker"`: peer books fed by a
     /// tracker and peer exchange; `degree` and `seed_degree` are unused).
@@ -433,7 +437,9 @@ impl Scenario {
     /// (file bytes, piece bytes).
     pub fn geometry_bytes(&self) -> anyhow::Result<(u64, u64)> {
         let f = self.file_mib << 20;
-        let p = self.piece_kib << 10;
+        let p = self
+            .piece_kib
+            .map_or_else(|| auto_piece_length(f), |k| k << 10);
         if f == 0 || p == 0 {
             bail!("file and piece sizes must be positive");
         }
