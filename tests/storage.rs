@@ -15,8 +15,8 @@ use shoal::check::check;
 use shoal::create::{create, CreateOptions, Source};
 use shoal::disk::Layout;
 use shoal::storage::{
-    AddTorrent, Preallocate, Storage, StorageConfig, StorageError, StorageHandle, StorageMessage,
-    TorrentSettings, TorrentSource,
+    AddTorrent, Db, Preallocate, Storage, StorageConfig, StorageError, StorageHandle,
+    StorageMessage, TorrentSettings, TorrentSource,
 };
 use shoal_proto::{InfoHash, Metainfo};
 use tokio::sync::oneshot;
@@ -422,6 +422,9 @@ async fn corrupt_records_stop_start_up_with_a_clear_error() {
 
     let db_dir = data.path().join("db");
     let plant = |tree: &str, value: &[u8]| {
+        // sled's threads can hold its lock a moment after the last handle
+        // (ours, or storage's) is dropped; wait as `Db::open` does.
+        assert!(Db::wait_released(&db_dir, Duration::from_secs(5)));
         let db = sled::open(&db_dir).unwrap();
         let t = db.open_tree(tree).unwrap();
         let old = t.insert(ih.0, value).unwrap().unwrap();
