@@ -416,3 +416,36 @@ async fn path_round_trips_reach_the_swarm_and_far_peers_still_serve() {
     }
     seed.stop(st).await;
 }
+
+/// A stop mid-download reports what storage holds: the pieces being written
+/// when it was asked land first, so the count a stopped (paused) torrent
+/// shows does not move afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_download_reports_what_storage_holds() {
+    let fx = Fixture::new(48 * 1024 * 1024);
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = Node::new(&tmp.path().join("seed/db")).await;
+    let st = seed
+        .mesh
+        .start(fx.start(&fx.dir, Role::Seed, vec![]))
+        .await
+        .unwrap();
+    let leech = Node::new(&tmp.path().join("leech/db")).await;
+    let target = tmp.path().join("leech/content");
+    let lt = leech
+        .mesh
+        .start(fx.start(&target, Role::Leech, vec![seed.dial()]))
+        .await
+        .unwrap();
+    wait_until("a few pieces", &lt, |s| s.have >= 4).await;
+    let last = leech.mesh.stop(&lt).await.expect("the swarm was running");
+    assert!(last.have < fx.pieces(), "completed before the stop");
+    let ih = lt.infohash();
+    let stored = leech.storage.have(ih).await.unwrap().count();
+    assert_eq!(stored, last.have, "the stop's count against storage's");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = leech.storage.have(ih).await.unwrap().count();
+    assert_eq!(later, last.have, "pieces landed after the stop");
+    leech.stop(lt).await;
+    seed.stop(st).await;
+}

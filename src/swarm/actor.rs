@@ -62,6 +62,9 @@ const PEER_OUTBOX: usize = 1024;
 const SERVE_CONCURRENCY: usize = 64;
 /// How often the peer book is tidied, PEX sent and due dials started.
 const DISCOVERY_TICK: Duration = Duration::from_millis(500);
+/// How long a stop waits for the pieces being written (a sync of a busy
+/// disk can take seconds; a dead one must not hold the stop forever).
+const WRITE_SETTLE: Duration = Duration::from_secs(10);
 /// Capacity of the shared transport event channel.
 const EVENTS: usize = 1024;
 /// Events kept for a connection whose connect result is not in yet. The
@@ -239,7 +242,8 @@ impl Actor {
                     None => break,
                     Some(TorrentMessage::Shutdown { reply }) => {
                         self.close_all();
-                        let _ = reply.send(());
+                        self.settle_writes().await;
+                        let _ = reply.send(self.status());
                         break;
                     }
                     Some(m) => self.on_inbox(m),
@@ -269,6 +273,23 @@ impl Actor {
         self.close_all();
     }
 
+    /// Waits (up to [`WRITE_SETTLE`]) for the pieces handed to storage:
+    /// storage finishes a write it has started even when nobody awaits it,
+    /// so a stop that did not wait would report fewer pieces than storage
+    /// then holds (a paused torrent's count would still move).
+    async fn settle_writes(&mut self) {
+        let settle = async {
+            while let Some(done) = self.writing.join_next().await {
+                if let Ok((piece, ok)) = done {
+                    self.on_written(piece, ok);
+                }
+            }
+        };
+        if tokio::time::timeout(WRITE_SETTLE, settle).await.is_err() {
+            tracing::warn!(ih = %self.ih, "stopping with piece writes still running");
+        }
+    }
+
     fn close_all(&mut self) {
         for (_, p) in std::mem::take(&mut self.peers) {
             if let Some(c) = &p.conn {
@@ -290,7 +311,7 @@ impl Actor {
             }
             TorrentMessage::Inbound(inbound) => self.inbound(*inbound),
             TorrentMessage::Shutdown { reply } => {
-                let _ = reply.send(());
+                let _ = reply.send(self.status());
             }
         }
     }

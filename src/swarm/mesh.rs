@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::actor::{Actor, ActorParts};
-use super::{PeerDial, TorrentHandle, TorrentMessage};
+use super::{PeerDial, TorrentHandle, TorrentMessage, TorrentStatus};
 use crate::check::{check_pieces, PieceState, Progress};
 use crate::disk::{default_threads, Layout};
 use crate::storage::{AddTorrent, StorageError, StorageHandle, TorrentSettings, TorrentSource};
@@ -205,12 +205,13 @@ impl Mesh {
         Ok(handle)
     }
 
-    /// Stops routing incoming connections to `infohash` and stops its actor.
-    pub async fn stop(&self, handle: &TorrentHandle) {
+    /// Stops routing incoming connections to `infohash` and stops its
+    /// actor; returns its last status (see [`TorrentHandle::shutdown`]).
+    pub async fn stop(&self, handle: &TorrentHandle) -> Option<TorrentStatus> {
         if let Ok(mut routes) = self.routes.lock() {
             routes.remove(&handle.infohash());
         }
-        handle.shutdown().await;
+        handle.shutdown().await
     }
 }
 

@@ -128,8 +128,11 @@ pub(crate) enum TorrentMessage {
     Discovered(Vec<SocketAddr>),
     /// An incoming connection for this torrent, routed by the mesh.
     Inbound(Box<crate::transport::Inbound>),
-    /// Stop: close every connection and exit; replies once done.
-    Shutdown { reply: oneshot::Sender<()> },
+    /// Stop: close every connection, let the pieces being written land,
+    /// and exit; replies with the final status.
+    Shutdown {
+        reply: oneshot::Sender<TorrentStatus>,
+    },
 }
 
 /// Errors of the torrent handle.
@@ -210,17 +213,23 @@ impl TorrentHandle {
         *self.complete.borrow()
     }
 
-    /// Closes every connection and stops the actor; returns once it has.
-    pub async fn shutdown(&self) {
+    /// Closes every connection and stops the actor; returns once it has,
+    /// with its last status (`None` if it had already exited). Pieces that
+    /// were being written when it was asked have landed or failed by then,
+    /// so the status's `have` is what storage holds, and stays so.
+    pub async fn shutdown(&self) -> Option<TorrentStatus> {
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(TorrentMessage::Shutdown { reply })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+        let last = match self.tx.send(TorrentMessage::Shutdown { reply }).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
         self.cancel.cancel();
+        last
+    }
+
+    /// Whether `other` is a handle to the same actor (not a later run of
+    /// the same torrent).
+    pub fn same_actor(&self, other: &TorrentHandle) -> bool {
+        self.tx.same_channel(&other.tx)
     }
 }

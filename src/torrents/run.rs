@@ -285,7 +285,8 @@ async fn stop_parts(
     if let Some(a) = announcer {
         let _ = tokio::time::timeout(ANNOUNCE_STOP, a.stop()).await;
     }
-    if let Ok(s) = handle.status().await {
+    // The count after the stop, not before: a piece may land in between.
+    if let Some(s) = inner.mesh.stop(&handle).await {
         let run = Counters {
             downloaded_bytes: s.stats.downloaded,
             uploaded_bytes: s.stats.uploaded,
@@ -300,7 +301,6 @@ async fn stop_parts(
             let _ = e.life.handle(Event::Progress { have: s.have });
         }
     }
-    inner.mesh.stop(&handle).await;
 }
 
 fn add_counters(to: &mut Counters, c: &Counters) {
@@ -366,7 +366,12 @@ pub(crate) async fn sample(weak: Weak<Inner>) {
             let Ok(s) = h.status().await else { continue };
             let now = Instant::now();
             let mut entries = lock(&inner.entries);
-            let Some(e) = entries.get_mut(&ih) else {
+            // A torrent stopped while we asked has had its last count
+            // from the stop; this one may be older.
+            let Some(e) = entries
+                .get_mut(&ih)
+                .filter(|e| e.running.as_ref().is_some_and(|r| r.handle.same_actor(&h)))
+            else {
                 continue;
             };
             // Refused only once removed, when the count no longer matters.
