@@ -272,6 +272,8 @@ pub struct SwarmOverrides {
     pub tick_ms: Option<u64>,
     /// Choke round interval, ms.
     pub choke_interval_ms: Option<u64>,
+    /// Optimistic unchoke rotation, ms.
+    pub optimistic_interval_ms: Option<u64>,
     /// Random pieces before rarest-first.
     pub random_first_pieces: Option<u32>,
     /// Round trip from which a peer is far, ms; 0 treats every peer as
@@ -460,6 +462,9 @@ impl Scenario {
             choke_interval: o
                 .choke_interval_ms
                 .map_or(d.choke_interval, Duration::from_millis),
+            optimistic_interval: o
+                .optimistic_interval_ms
+                .map_or(d.optimistic_interval, Duration::from_millis),
             random_first_pieces: o.random_first_pieces.unwrap_or(d.random_first_pieces),
             // 0 is "off"; `validate` refuses what is not a duration.
             far_rtt: o.far_rtt_ms.map_or(d.far_rtt, |ms| {

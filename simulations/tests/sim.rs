@@ -150,6 +150,29 @@ fn bad_scenarios_are_refused() {
         );
     }
     Scenario::parse(&format!("{FLASH}\n[swarm]\nfar_rtt_ms = 0\n")).unwrap();
+    for zero in ["choke_interval_ms = 0", "optimistic_interval_ms = 0"] {
+        assert!(
+            Scenario::parse(&format!("{FLASH}\n[swarm]\n{zero}\n")).is_err(),
+            "{zero}"
+        );
+    }
+}
+
+/// The choking rounds' intervals reach every node's swarm.
+#[test]
+fn choke_intervals_are_set_from_the_scenario() {
+    let s = Scenario::parse(&format!(
+        "{FLASH}\n[swarm]\nchoke_interval_ms = 1000\noptimistic_interval_ms = 3000\n"
+    ))
+    .unwrap();
+    let c = s.swarm_config();
+    assert_eq!(c.choke_interval, std::time::Duration::from_secs(1));
+    assert_eq!(c.optimistic_interval, std::time::Duration::from_secs(3));
+    let d = Scenario::parse(FLASH).unwrap().swarm_config();
+    assert_eq!(
+        d.optimistic_interval,
+        SwarmConfig::default().optimistic_interval
+    );
 }
 
 #[test]
