@@ -217,6 +217,63 @@ impl Swarm {
         }
     }
 
+    /// Between rounds, while downloading: gives the optimistic share of the
+    /// slots to a peer we have never uploaded to, once whoever holds it has
+    /// had a piece's worth from us (enough to trade with).
+    ///
+    /// The optimistic slot is there to give a peer with nothing to offer a
+    /// start. But free slots are refilled by rank between rounds, so at
+    /// start-up the ranking takes the optimistic share as well, and a peer
+    /// that comes later waits for the next rotation (`optimistic_interval`,
+    /// 30 s) with every neighbour choking it: in the simulator's churn
+    /// scenario the last node to finish joined at 2.0 s and held nothing
+    /// for 2.5 s, choked by all 16 of its neighbours, though each held
+    /// pieces it lacked (`benches/RESULTS.md`, "Stop 17"). Peers we never
+    /// served run out as we serve them, so this rotates at most once per
+    /// such peer.
+    pub(super) fn rotate_spent_optimistic(&mut self, now: Time) {
+        if self.have.is_full() {
+            return;
+        }
+        let unserved = |p: &Peer| {
+            p.am_choking && !p.slot_stalled && p.up.total() == 0 && p.wants_upload(false)
+        };
+        let pool: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| unserved(p))
+            .map(|(&k, _)| k)
+            .collect();
+        if pool.is_empty() {
+            return;
+        }
+        let piece = u64::from(self.geo.piece_length());
+        let spent: Option<PeerKey> = if self.optimistic.is_empty() {
+            // The ranking holds the optimistic share: take it back from
+            // the lowest-ranked peer we unchoke that has had a piece.
+            let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+            if unchoked < self.slots() {
+                return;
+            }
+            self.ranked_candidates(now, false)
+                .into_iter()
+                .rev()
+                .find(|k| !self.peers[k].am_choking && self.peers[k].up.total() >= piece)
+        } else {
+            self.optimistic.iter().copied().find(|k| {
+                let p = &self.peers[k];
+                p.up.total().saturating_sub(p.optimistic_base) >= piece
+            })
+        };
+        let Some(spent) = spent else { return };
+        self.optimistic.retain(|&k| k != spent);
+        self.pick_optimistic(now, pool);
+        self.set_choke(now, spent, true);
+        for k in self.optimistic.clone() {
+            self.set_choke(now, k, false);
+        }
+    }
+
     /// Fills empty optimistic slots from `pool` at random; peers connected
     /// for less than one optimistic interval count three times, since they
     /// have nothing to reciprocate with yet.
@@ -243,6 +300,9 @@ impl Swarm {
                 r -= w;
             }
             let k = pool.swap_remove(idx);
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.optimistic_base = p.up.total();
+            }
             self.optimistic.push(k);
         }
     }

@@ -50,7 +50,9 @@
 //! unchoked, and only peers that want something from us. A leecher fills
 //! the regular slots with the peers that upload to it fastest, every
 //! `choke_interval`, and one random other peer (new peers weighted three
-//! times) rotated every `optimistic_interval`. A seed has nobody to
+//! times) rotated every `optimistic_interval`, and between rounds, once
+//! its holder has had a piece's worth from us, given to a peer we have
+//! never uploaded to if one waits. A seed has nobody to
 //! reciprocate with: each round it unchokes the peers furthest behind
 //! (fewest pieces, ties at random). That rotates the slots as peers catch
 //! up and minimises when the *last* peer finishes, which is what a fleet
@@ -377,6 +379,8 @@ impl Swarm {
         self.count_thin_slots(now);
         if round {
             self.rechoke(now);
+        } else {
+            self.rotate_spent_optimistic(now);
         }
         self.flush(now);
     }

@@ -95,6 +95,8 @@ pub(crate) struct Peer {
     pub(crate) stalls: u32,
     pub(crate) connected_at: Time,
     pub(crate) unchoked_at: Option<Time>,
+    /// What we had uploaded to it when it took our optimistic slot.
+    pub(crate) optimistic_base: u64,
     pub(crate) told: Option<Bitset>,
     pub(crate) reveals: Vec<Reveal>,
     /// The spreading epoch at which nothing was left to reveal to it.
@@ -134,6 +136,7 @@ impl Peer {
             refused: Vec::new(),
             serving_bytes: 0,
             unchoked_at: None,
+            optimistic_base: 0,
             last_asked: None,
             served_at: None,
             slot_stalled: false,

@@ -207,6 +207,85 @@ fn choking_keeps_the_slots_and_reciprocates() {
     assert_eq!(s.stats().unchoked, 4);
 }
 
+/// A peer that comes after the slots filled gets the optimistic share
+/// between rounds, from the peer holding it once that one has had a piece
+/// from us, and only while some peer we never served waits. Before the
+/// first round the ranking holds that share; after it, the optimistic pick.
+#[test]
+fn a_late_peer_gets_the_optimistic_share_between_rounds() {
+    let n = 8;
+    let c = SwarmConfig {
+        unchoke_slots: 2,
+        optimistic_slots: 1,
+        max_thin_slots: 0,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..4), c, 5).unwrap();
+    // What each sends us per 250 ms: 10 fastest, the late ones slowest.
+    let peers: Vec<(PeerKey, u64, u64)> = vec![
+        (PeerKey(10), 0, 30_000),
+        (PeerKey(11), 0, 20_000),
+        (PeerKey(12), 0, 10_000),
+        (PeerKey(13), 1_000, 5_000),
+        (PeerKey(14), 11_000, 0),
+    ];
+    let mut chokes = Vec::new();
+    let mut now = 0;
+    while now <= 12_000 {
+        let here: Vec<PeerKey> = peers.iter().filter(|p| p.1 <= now).map(|p| p.0).collect();
+        for &(k, at, _) in &peers {
+            if at == now {
+                s.handle_peer_connected(t(now), k, false).unwrap();
+                s.handle_bitfield(t(now), k, &bits(n, 4..8)).unwrap();
+                s.handle_interested(t(now), k, true).unwrap();
+                if now > 0 {
+                    assert!(!s.is_unchoked(k), "every slot is taken at {now}");
+                }
+            }
+        }
+        // Each unchoked peer takes a piece from us, then the timer runs.
+        serve_tick(&mut s, now, &here, 0, |_| KB16);
+        for &(k, at, rate) in &peers {
+            if at <= now {
+                s.handle_bytes_received(t(now), k, rate);
+            }
+        }
+        for a in drain(&mut s) {
+            if let Action::Send {
+                peer,
+                message: Message::Choke,
+            } = a
+            {
+                chokes.push((now, peer));
+            }
+        }
+        assert!(s.stats().unchoked <= 3);
+        if now == 1_000 {
+            assert!(s.is_unchoked(PeerKey(13)), "the late peer waits");
+            // The ranking held the share: its lowest made room.
+            assert_eq!(chokes, [(1_000, PeerKey(12))]);
+        }
+        now += 250;
+    }
+    assert!(s.is_unchoked(PeerKey(14)), "the second late peer waits");
+    // The round re-plans (10 s); the rotation at 11 s takes the share from
+    // the round's optimistic pick (12 or 13), not from 10 or 11. Nobody
+    // else is choked: every peer has been served.
+    let at_11: Vec<PeerKey> = chokes
+        .iter()
+        .filter(|c| c.0 == 11_000)
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(at_11.len(), 1, "{chokes:?}");
+    assert!([PeerKey(12), PeerKey(13)].contains(&at_11[0]), "{chokes:?}");
+    assert!(
+        chokes
+            .iter()
+            .all(|c| [1_000, 10_000, 11_000].contains(&c.0)),
+        "{chokes:?}"
+    );
+}
+
 /// A seed that does not spread, with two regular slots and one
 /// optimistic, and up to `max_thin_slots` more for thin ones.
 fn three_slots(max_thin_slots: usize) -> SwarmConfig {
