@@ -251,6 +251,48 @@ fn a_leecher_fills_free_slots_with_one_far_peer_at_most() {
     assert!([B, C, D].iter().all(|&k| s.is_unchoked(k)));
 }
 
+/// Between rounds the optimistic share goes to a peer we never served
+/// (`choke.rs`), but to a far one only when no far peer holds a slot.
+#[test]
+fn a_newcomer_takes_the_optimistic_share_only_within_the_far_budget() {
+    let n = 4;
+    let c = SwarmConfig {
+        unchoke_slots: 1,
+        optimistic_slots: 1,
+        max_thin_slots: 0,
+        ..cfg()
+    };
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, [0]), c, 7).unwrap();
+    let come = |s: &mut Swarm, now: u64, k: PeerKey, rtt: Duration| {
+        s.handle_peer_connected(t(now), k, false).unwrap();
+        s.handle_path_rtt(t(now), k, rtt).unwrap();
+        s.handle_have_none(t(now), k).unwrap();
+        s.handle_interested(t(now), k, true).unwrap();
+    };
+    come(&mut s, 0, A, NEAR);
+    come(&mut s, 0, B, FAR);
+    assert!(s.is_unchoked(A) && s.is_unchoked(B));
+    // Both take a piece from us.
+    for k in [A, B] {
+        let b = BlockRef {
+            piece: 0,
+            offset: 0,
+            len: KB16,
+        };
+        s.handle_request(t(100), k, b).unwrap();
+        s.handle_bytes_sent(t(100), k, u64::from(KB16));
+    }
+    come(&mut s, 200, C, FAR);
+    s.handle_timeout(t(250));
+    assert!(!s.is_unchoked(C), "far B holds a slot: far C waits");
+    assert!(s.is_unchoked(A) && s.is_unchoked(B));
+    come(&mut s, 300, D, NEAR);
+    s.handle_timeout(t(500));
+    assert!(s.is_unchoked(D), "a near newcomer takes the share");
+    assert_eq!([A, B].iter().filter(|&&k| s.is_unchoked(k)).count(), 1);
+    assert!(!s.is_unchoked(C));
+}
+
 #[test]
 fn bad_locality_settings_are_refused() {
     for c in [
