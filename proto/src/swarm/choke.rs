@@ -222,10 +222,11 @@ impl Swarm {
     /// had a piece's worth from us (enough to trade with).
     ///
     /// The optimistic slot is there to give a peer with nothing to offer a
-    /// start. But free slots are refilled by rank between rounds, so at
-    /// start-up the ranking takes the optimistic share as well, and a peer
-    /// that comes later waits for the next rotation (`optimistic_interval`,
-    /// 30 s) with every neighbour choking it: in the simulator's churn
+    /// start. But free slots are filled by rank as peers become interested,
+    /// and nothing picks an optimistic peer before the first round, a choke
+    /// interval after the first input; so the ranking takes the optimistic
+    /// share as well, and a peer that comes later waits for a round with
+    /// every neighbour choking it: in the simulator's churn
     /// scenario the last node to finish joined at 2.0 s and held nothing
     /// for 2.5 s, choked by all 16 of its neighbours, though each held
     /// pieces it lacked (`benches/RESULTS.md`, "Stop 17"). Peers we never
