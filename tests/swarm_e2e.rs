@@ -74,6 +74,23 @@ impl Fixture {
     fn start(&self, target: &Path, role: Role, peers: Vec<PeerDial>) -> StartTorrent {
         common::mesh::start(&self.meta, target, role, peers)
     }
+
+    /// A node with its storage in `db` running the torrent on `target`.
+    async fn run_on(
+        &self,
+        db: &Path,
+        target: &Path,
+        role: Role,
+        peers: Vec<PeerDial>,
+    ) -> (Node, TorrentHandle) {
+        let node = Node::new(db).await;
+        let t = node
+            .mesh
+            .start(self.start(target, role, peers))
+            .await
+            .unwrap();
+        (node, t)
+    }
 }
 
 async fn wait_until(
@@ -88,24 +105,23 @@ async fn wait_until(
 async fn one_seed_three_leechers_complete() {
     let fx = Fixture::new(6 * 1024 * 1024 + 12_345);
     let tmp = tempfile::tempdir().unwrap();
-    let seed = Node::new(&tmp.path().join("seed")).await;
-    let st = seed
-        .mesh
-        .start(fx.start(&fx.dir, Role::Seed, vec![]))
-        .await
-        .unwrap();
+    let (seed, st) = fx
+        .run_on(&tmp.path().join("seed"), &fx.dir, Role::Seed, vec![])
+        .await;
     assert!(st.is_complete(), "the seed imported its data");
 
     let mut dials = vec![seed.dial()];
     let mut leechers = Vec::new();
     for i in 0..3 {
-        let node = Node::new(&tmp.path().join(format!("l{i}/db"))).await;
         let target = tmp.path().join(format!("l{i}/content"));
-        let t = node
-            .mesh
-            .start(fx.start(&target, Role::Leech, dials.clone()))
-            .await
-            .unwrap();
+        let (node, t) = fx
+            .run_on(
+                &tmp.path().join(format!("l{i}/db")),
+                &target,
+                Role::Leech,
+                dials.clone(),
+            )
+            .await;
         dials.push(node.dial());
         leechers.push((node, t, target));
     }
@@ -149,22 +165,21 @@ async fn restarted_leecher_fetches_only_missing_pieces() {
         let zeros = vec![0u8; fx.content.len() - from as usize];
         f.write_all_at(&zeros, from).unwrap();
     }
-    let partial = Node::new(&tmp.path().join("partial/db")).await;
-    let pt = partial
-        .mesh
-        .start(fx.start(&partial_dir, Role::Seed, vec![]))
-        .await
-        .unwrap();
+    let (partial, pt) = fx
+        .run_on(
+            &tmp.path().join("partial/db"),
+            &partial_dir,
+            Role::Seed,
+            vec![],
+        )
+        .await;
     assert_eq!(pt.status().await.unwrap().have, part);
 
     let db = tmp.path().join("leech/db");
     let target = tmp.path().join("leech/content");
-    let leech = Node::new(&db).await;
-    let lt = leech
-        .mesh
-        .start(fx.start(&target, Role::Leech, vec![partial.dial()]))
-        .await
-        .unwrap();
+    let (leech, lt) = fx
+        .run_on(&db, &target, Role::Leech, vec![partial.dial()])
+        .await;
     wait_until("first run gets the partial seed's pieces", &lt, |s| {
         s.have == part
     })
@@ -173,18 +188,12 @@ async fn restarted_leecher_fetches_only_missing_pieces() {
     partial.stop(pt).await;
 
     // Second run on the same data dir, against a full seed.
-    let seed = Node::new(&tmp.path().join("seed/db")).await;
-    let st = seed
-        .mesh
-        .start(fx.start(&fx.dir, Role::Seed, vec![]))
-        .await
-        .unwrap();
-    let leech = Node::new(&db).await;
-    let lt = leech
-        .mesh
-        .start(fx.start(&target, Role::Leech, vec![seed.dial()]))
-        .await
-        .unwrap();
+    let (seed, st) = fx
+        .run_on(&tmp.path().join("seed/db"), &fx.dir, Role::Seed, vec![])
+        .await;
+    let (leech, lt) = fx
+        .run_on(&db, &target, Role::Leech, vec![seed.dial()])
+        .await;
     assert_eq!(
         lt.status().await.unwrap().have,
         part,
@@ -213,12 +222,9 @@ async fn corrupt_seed_is_blamed_banned_and_leecher_completes_from_honest_one() {
     // The corrupt seed imports good data, then its file is altered under
     // it: every piece it serves fails verification.
     let bad_dir = fx.copy_to(&tmp.path().join("bad"));
-    let bad = Node::new(&tmp.path().join("bad/db")).await;
-    let bt = bad
-        .mesh
-        .start(fx.start(&bad_dir, Role::Seed, vec![]))
-        .await
-        .unwrap();
+    let (bad, bt) = fx
+        .run_on(&tmp.path().join("bad/db"), &bad_dir, Role::Seed, vec![])
+        .await;
     assert!(bt.is_complete());
     {
         let f = std::fs::OpenOptions::new()
@@ -231,20 +237,19 @@ async fn corrupt_seed_is_blamed_banned_and_leecher_completes_from_honest_one() {
             f.write_all_at(&[b], at).unwrap();
         }
     }
-    let honest = Node::new(&tmp.path().join("honest/db")).await;
-    let ht = honest
-        .mesh
-        .start(fx.start(&fx.dir, Role::Seed, vec![]))
-        .await
-        .unwrap();
+    let (honest, ht) = fx
+        .run_on(&tmp.path().join("honest/db"), &fx.dir, Role::Seed, vec![])
+        .await;
 
     let target = tmp.path().join("leech/content");
-    let leech = Node::new(&tmp.path().join("leech/db")).await;
-    let lt = leech
-        .mesh
-        .start(fx.start(&target, Role::Leech, vec![bad.dial()]))
-        .await
-        .unwrap();
+    let (leech, lt) = fx
+        .run_on(
+            &tmp.path().join("leech/db"),
+            &target,
+            Role::Leech,
+            vec![bad.dial()],
+        )
+        .await;
     let bad_id = bad.mesh.endpoint().node_id();
     wait_until("a bad piece is caught", &lt, |s| s.pieces_failed >= 1).await;
     // It was dropped; let it back in until a second bad piece bans it.
@@ -336,13 +341,10 @@ async fn two_halves_dialing_each_other_at_once_both_complete() {
     let tmp = tempfile::tempdir().unwrap();
     let a_dir = copy_without(&fx, &tmp.path().join("a"), n / 2..n);
     let b_dir = copy_without(&fx, &tmp.path().join("b"), 0..n / 2);
-    let a = Node::new(&tmp.path().join("a/db")).await;
     let b = Node::new(&tmp.path().join("b/db")).await;
-    let at = a
-        .mesh
-        .start(fx.start(&a_dir, Role::Seed, vec![]))
-        .await
-        .unwrap();
+    let (a, at) = fx
+        .run_on(&tmp.path().join("a/db"), &a_dir, Role::Seed, vec![])
+        .await;
     let bt = b
         .mesh
         .start(fx.start(&b_dir, Role::Seed, vec![]))
@@ -424,19 +426,18 @@ async fn path_round_trips_reach_the_swarm_and_far_peers_still_serve() {
 async fn a_stop_mid_download_reports_what_storage_holds() {
     let fx = Fixture::new(48 * 1024 * 1024);
     let tmp = tempfile::tempdir().unwrap();
-    let seed = Node::new(&tmp.path().join("seed/db")).await;
-    let st = seed
-        .mesh
-        .start(fx.start(&fx.dir, Role::Seed, vec![]))
-        .await
-        .unwrap();
-    let leech = Node::new(&tmp.path().join("leech/db")).await;
+    let (seed, st) = fx
+        .run_on(&tmp.path().join("seed/db"), &fx.dir, Role::Seed, vec![])
+        .await;
     let target = tmp.path().join("leech/content");
-    let lt = leech
-        .mesh
-        .start(fx.start(&target, Role::Leech, vec![seed.dial()]))
-        .await
-        .unwrap();
+    let (leech, lt) = fx
+        .run_on(
+            &tmp.path().join("leech/db"),
+            &target,
+            Role::Leech,
+            vec![seed.dial()],
+        )
+        .await;
     wait_until("a few pieces", &lt, |s| s.have >= 4).await;
     let last = leech.mesh.stop(&lt).await.expect("the swarm was running");
     assert!(last.have < fx.pieces(), "completed before the stop");

@@ -256,8 +256,7 @@ impl Swarm {
         let spent: Option<PeerKey> = if self.optimistic.is_empty() {
             // The ranking holds the optimistic share: take it back from
             // the lowest-ranked peer we unchoke that has had a piece.
-            let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-            if unchoked < self.slots() {
+            if self.unchoked() < self.slots() {
                 return;
             }
             self.ranked_candidates(now, false)
@@ -277,6 +276,11 @@ impl Swarm {
         for k in self.optimistic.clone() {
             self.set_choke(now, k, false);
         }
+    }
+
+    /// Peers we upload to now.
+    pub(super) fn unchoked(&self) -> usize {
+        self.peers.values().filter(|p| !p.am_choking).count()
     }
 
     /// Fills empty optimistic slots from `pool` at random; peers connected
@@ -387,7 +391,7 @@ impl Swarm {
     /// waiting for the next round. A seed done spreading fills its extra
     /// (thin) slots as in [`Swarm::rechoke`].
     pub(super) fn fill_unchoke_slots(&mut self, now: Time) {
-        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        let unchoked = self.unchoked();
         let free = self.slots().saturating_sub(unchoked);
         if free == 0 {
             return;

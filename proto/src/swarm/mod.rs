@@ -415,7 +415,7 @@ impl Swarm {
         let mut s = self.stats;
         s.have_pieces = self.have.count();
         s.peers = self.peers.len() as u32;
-        s.unchoked = self.peers.values().filter(|p| !p.am_choking).count() as u32;
+        s.unchoked = self.unchoked() as u32;
         s.endgame = self.in_endgame();
         s
     }

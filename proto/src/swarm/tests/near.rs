@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::swarm::{BlockOutcome, BlockRef, PeerKey, Swarm, SwarmConfig};
 
-use super::util::{bits, cfg, drain, geo, requests, t, A, B, KB16};
+use super::util::{bits, cfg, drain, geo, requests, slots, t, A, B, KB16};
 
 const C: PeerKey = PeerKey(3);
 const D: PeerKey = PeerKey(4);
@@ -256,13 +256,7 @@ fn a_leecher_fills_free_slots_with_one_far_peer_at_most() {
 #[test]
 fn a_newcomer_takes_the_optimistic_share_only_within_the_far_budget() {
     let n = 4;
-    let c = SwarmConfig {
-        unchoke_slots: 1,
-        optimistic_slots: 1,
-        max_thin_slots: 0,
-        ..cfg()
-    };
-    let mut s = Swarm::new(geo(n, KB16), &bits(n, [0]), c, 7).unwrap();
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, [0]), slots(1, 0), 7).unwrap();
     let come = |s: &mut Swarm, now: u64, k: PeerKey, rtt: Duration| {
         s.handle_peer_connected(t(now), k, false).unwrap();
         s.handle_path_rtt(t(now), k, rtt).unwrap();

@@ -7,7 +7,7 @@ use crate::swarm::{
     SwarmError, Time, Violation,
 };
 
-use super::util::{bits, cfg, drain, geo, msgs_to, requests, t, A, B, KB16};
+use super::util::{bits, cfg, drain, geo, msgs_to, requests, slots, t, A, B, KB16};
 
 const C: PeerKey = PeerKey(3);
 
@@ -214,13 +214,7 @@ fn choking_keeps_the_slots_and_reciprocates() {
 #[test]
 fn a_late_peer_gets_the_optimistic_share_between_rounds() {
     let n = 8;
-    let c = SwarmConfig {
-        unchoke_slots: 2,
-        optimistic_slots: 1,
-        max_thin_slots: 0,
-        ..cfg()
-    };
-    let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..4), c, 5).unwrap();
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..4), slots(2, 0), 5).unwrap();
     // What each sends us per 250 ms: 10 fastest, the late ones slowest.
     let peers: Vec<(PeerKey, u64, u64)> = vec![
         (PeerKey(10), 0, 30_000),
@@ -286,18 +280,6 @@ fn a_late_peer_gets_the_optimistic_share_between_rounds() {
     );
 }
 
-/// A seed that does not spread, with two regular slots and one
-/// optimistic, and up to `max_thin_slots` more for thin ones.
-fn three_slots(max_thin_slots: usize) -> SwarmConfig {
-    SwarmConfig {
-        spread_distinct: false,
-        unchoke_slots: 2,
-        optimistic_slots: 1,
-        max_thin_slots,
-        ..cfg()
-    }
-}
-
 /// A slot whose peer takes a small share of what the fastest takes (its
 /// own path is the limit) opens one more; the extra slot closes at the
 /// next choke round once no slot is thin.
@@ -305,7 +287,7 @@ fn three_slots(max_thin_slots: usize) -> SwarmConfig {
 fn thin_slots_open_more_and_close_at_the_round() {
     let n = 16;
     let run = |max_thin_slots: usize| {
-        let c = three_slots(max_thin_slots);
+        let c = slots(2, max_thin_slots);
         let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
         let peers: Vec<PeerKey> = (10..18).map(PeerKey).collect();
         for &k in &peers {
@@ -349,7 +331,7 @@ fn thin_slots_open_more_and_close_at_the_round() {
 fn a_seeds_extra_slots_go_to_peers_that_took_the_most_lately() {
     let n = 16;
     let run = |rule_applies: bool| {
-        let c = three_slots(2);
+        let c = slots(2, 2);
         let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n), c, 4).unwrap();
         // 10-12 are fast and ahead; they connect first and take the
         // first three slots. 13-17 are slow and far behind.
@@ -707,7 +689,7 @@ fn bad_announcements_end_the_connection() {
 #[test]
 fn a_node_that_completes_compares_slow_slots_with_what_it_received() {
     let n = 16;
-    let c = three_slots(2);
+    let c = slots(2, 2);
     let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..n - 1), c, 4).unwrap();
     // F is ahead (pieces 3..16) and has our last piece; 10-12 are slow
     // and far behind (pieces 0..2), as many as the seed's slots.

@@ -28,6 +28,19 @@ pub(super) fn cfg() -> SwarmConfig {
     }
 }
 
+/// `unchoke_slots` regular slots, one optimistic, and up to
+/// `max_thin_slots` more for thin ones; a seed built with it does not
+/// spread.
+pub(super) fn slots(unchoke_slots: usize, max_thin_slots: usize) -> SwarmConfig {
+    SwarmConfig {
+        spread_distinct: false,
+        unchoke_slots,
+        optimistic_slots: 1,
+        max_thin_slots,
+        ..cfg()
+    }
+}
+
 /// A BitTorrent bitfield of `n` pieces with `set` set.
 pub(super) fn bits(n: u32, set: impl IntoIterator<Item = u32>) -> Vec<u8> {
     let mut v = vec![0u8; (n as usize).div_ceil(8)];
