@@ -21,13 +21,15 @@
 //!   (started or not), and gets no slot until it sends us a request or a
 //!   `Have`, or the next choke round comes. Without this, a seed choosing
 //!   the peers furthest behind would give its slots to the dead, which
-//!   never catch up. (A leecher needs no such rule: the dead upload
+//!   never catch up. A leecher ranking furthest behind first
+//!   ([`LeecherChoking::FurthestBehind`]) keeps the same rule for the same
+//!   reason. (A reciprocating leecher needs none: the dead upload
 //!   nothing, so reciprocation drops them at the next round.)
 
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use super::config::SeedChoking;
+use super::config::{LeecherChoking, SeedChoking};
 use super::peer::Peer;
 use super::types::{Message, PeerKey, Time};
 use super::Swarm;
@@ -134,7 +136,7 @@ impl Swarm {
     }
 
     /// Candidates for an upload slot, best first: for a seed by
-    /// `seed_choking`, for a leecher the peers that send it most.
+    /// `seed_choking`, for a leecher by `leecher_choking`.
     fn ranked_candidates(&mut self, now: Time, only_choked: bool) -> Vec<PeerKey> {
         let seed = self.have.is_full();
         let tau = self.cfg.rate_window;
@@ -152,7 +154,10 @@ impl Swarm {
                     SeedChoking::LeastServed => -(p.up.total() as f64),
                 }
             } else {
-                p.down.get(now, tau)
+                match self.cfg.leecher_choking {
+                    LeecherChoking::Reciprocate => p.down.get(now, tau),
+                    LeecherChoking::FurthestBehind => -f64::from(p.has.count()),
+                }
             };
             c.push((score, p.far, self.rng.next_u64(), k));
         }
@@ -319,7 +324,7 @@ impl Swarm {
     /// Chokes the peers that hold a slot without using it (see the module
     /// comment) and gives their slots to others.
     pub(super) fn check_slot_stalls(&mut self, now: Time) {
-        if !self.have.is_full() {
+        if !self.have.is_full() && self.cfg.leecher_choking == LeecherChoking::Reciprocate {
             return;
         }
         // The rule frees slots and pieces for others. With nobody else

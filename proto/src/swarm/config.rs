@@ -21,6 +21,23 @@ pub enum SeedChoking {
     LeastServed,
 }
 
+/// How a leecher picks whom to unchoke (see the module comment of
+/// [`crate::swarm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeecherChoking {
+    /// The peers that upload to us fastest first (BitTorrent's
+    /// tit-for-tat): a peer that never uploads gets only the optimistic
+    /// share, which keeps free riders out of a swarm that stock clients
+    /// can join.
+    Reciprocate,
+    /// The peers with the fewest pieces first, as a seed ranks them: for
+    /// a fleet whose every node is the operator's own, where nobody free
+    /// rides and what counts is when the *last* node finishes. A node
+    /// that joined late (after a crash, say) then gets regular slots at
+    /// once instead of waiting for its neighbours to complete.
+    FurthestBehind,
+}
+
 /// Every knob of a [`crate::swarm::Swarm`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SwarmConfig {
@@ -49,6 +66,8 @@ pub struct SwarmConfig {
     pub optimistic_slots: usize,
     /// How a seed ranks peers for its slots.
     pub seed_choking: SeedChoking,
+    /// How a leecher ranks peers for its regular slots.
+    pub leecher_choking: LeecherChoking,
     /// How often the regular unchoke set is re-evaluated.
     pub choke_interval: Duration,
     /// How often the optimistic unchoke rotates.
@@ -160,6 +179,7 @@ impl Default for SwarmConfig {
             unchoke_slots: 6,
             optimistic_slots: 1,
             seed_choking: SeedChoking::FurthestBehind,
+            leecher_choking: LeecherChoking::Reciprocate,
             choke_interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
             tick_interval: Duration::from_millis(250),

@@ -58,7 +58,11 @@
 //! up and minimises when the *last* peer finishes, which is what a fleet
 //! rollout waits for; in simulation it beat least-served-first
 //! round-robin ([`SeedChoking::LeastServed`], still available) by several
-//! percent of the fluid bound when seeds are fast.
+//! percent of the fluid bound when seeds are fast. A fleet of trusted
+//! nodes can have its leechers rank the same way
+//! ([`LeecherChoking::FurthestBehind`]): nobody there free rides, and a
+//! late joiner, with nothing yet to reciprocate with, gets regular slots
+//! instead of only the optimistic share.
 //! Free slots are filled at once when a peer becomes interested, not at
 //! the next round. A slot is *thin* when its peer, after holding it for a
 //! rate window, takes under a quarter of what our fastest slot takes (now,
@@ -166,7 +170,7 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
-pub use config::{SeedChoking, SwarmConfig};
+pub use config::{LeecherChoking, SeedChoking, SwarmConfig};
 pub use types::{
     Action, BlockOutcome, BlockRef, DisconnectReason, Geometry, GeometryError, Message, PeerInfo,
     PeerKey, PeerScore, SwarmError, SwarmStats, Time, Violation,

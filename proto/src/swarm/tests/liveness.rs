@@ -4,17 +4,9 @@
 //! for their requests until the stall timeout. Peers that are only slow
 //! (a long lossy path) must not hold the swarm back either.
 
-use crate::swarm::{Action, BlockRef, Message, Swarm, SwarmConfig};
+use crate::swarm::{Action, Message, Swarm, SwarmConfig};
 
-use super::util::{drain, haves, msgs_to, requests, t, A, B, KB16};
-
-fn block(piece: u32, index: u32) -> BlockRef {
-    BlockRef {
-        piece,
-        offset: index * KB16,
-        len: KB16,
-    }
-}
+use super::util::{block, drain, haves, msgs_to, requests, t, A, B, KB16};
 
 /// An initial seed of four pieces of `blocks` 16 KiB blocks, spreading
 /// one piece ahead to peers A and B; returns it with the piece each was

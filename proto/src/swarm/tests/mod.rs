@@ -1,6 +1,7 @@
 //! Tests of the swarm machine: single-swarm policy tests in `unit`, and
 //! whole swarms over the deterministic network of `harness` in `sim`.
 
+mod fleet;
 mod harness;
 mod liveness;
 mod near;

@@ -41,6 +41,15 @@ pub(super) fn slots(unchoke_slots: usize, max_thin_slots: usize) -> SwarmConfig 
     }
 }
 
+/// Block `index` (of 16 KiB) of `piece`.
+pub(super) fn block(piece: u32, index: u32) -> BlockRef {
+    BlockRef {
+        piece,
+        offset: index * KB16,
+        len: KB16,
+    }
+}
+
 /// A BitTorrent bitfield of `n` pieces with `set` set.
 pub(super) fn bits(n: u32, set: impl IntoIterator<Item = u32>) -> Vec<u8> {
     let mut v = vec![0u8; (n as usize).div_ceil(8)];
