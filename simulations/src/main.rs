@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use shoal_sim::run::run_scenario_with;
-use shoal_sim::scenario::{DiscoveryMode, Scenario};
+use shoal_sim::scenario::{DiscoveryMode, LeecherChokingName, Scenario};
 
 /// mimalloc rather than glibc's malloc: at 5,000 nodes nearly every event
 /// lands on memory that is not in cache, and mimalloc's size-class pages
@@ -52,6 +52,10 @@ enum Cmd {
         /// Overrides the swarm's request (block) size, KiB.
         #[arg(long)]
         block_kib: Option<u32>,
+        /// Overrides how leechers rank peers for their upload slots:
+        /// reciprocate or furthest-behind.
+        #[arg(long)]
+        leecher_choking: Option<String>,
         /// Prints progress to stderr as the run goes.
         #[arg(long)]
         progress: bool,
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         degree,
         discovery,
         block_kib,
+        leecher_choking,
         progress,
         threads,
         out: out_dir,
@@ -106,6 +111,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = block_kib {
         s.swarm.block_kib = Some(v);
     }
+    if let Some(v) = leecher_choking {
+        s.swarm.leecher_choking = Some(match v.as_str() {
+            "reciprocate" => LeecherChokingName::Reciprocate,
+            "furthest-behind" => LeecherChokingName::FurthestBehind,
+            _ => anyhow::bail!("--leecher-choking is reciprocate or furthest-behind, not {v:?}"),
+        });
+    }
     s.check()?;
     let (out, wall, replication) = run_scenario_with(&s, progress, threads)?;
     let f = out.file_bytes as f64;
@@ -116,8 +128,13 @@ fn main() -> anyhow::Result<()> {
         DiscoveryMode::Graph => format!("degree {}", s.degree),
         DiscoveryMode::Tracker => "peer books, tracker and PEX".to_string(),
     };
+    // Named only when not the default, so default runs print as before.
+    let fleet = match s.swarm.leecher_choking {
+        Some(LeecherChokingName::FurthestBehind) => ", leechers rank furthest behind first",
+        _ => "",
+    };
     println!(
-        "scenario {} seed {}: {} leechers + {} seeder(s), {:.0} MiB in {} KiB pieces, {discovery}",
+        "scenario {} seed {}: {} leechers + {} seeder(s), {:.0} MiB in {} KiB pieces, {discovery}{fleet}",
         s.name,
         s.seed,
         s.nodes,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use shoal_proto::metainfo::auto_piece_length;
-use shoal_proto::swarm::SwarmConfig;
+use shoal_proto::swarm::{LeecherChoking, SwarmConfig};
 
 /// A whole scenario, as read from TOML.
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +281,28 @@ pub struct SwarmOverrides {
     pub far_rtt_ms: Option<f64>,
     /// Most pieces fetched from far peers at once.
     pub far_partials: Option<u32>,
+    /// How leechers rank peers for their slots: `"reciprocate"` (the
+    /// default) or `"furthest-behind"` (a fleet of trusted nodes).
+    pub leecher_choking: Option<LeecherChokingName>,
+}
+
+/// [`LeecherChoking`] as a scenario spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeecherChokingName {
+    /// [`LeecherChoking::Reciprocate`].
+    Reciprocate,
+    /// [`LeecherChoking::FurthestBehind`].
+    FurthestBehind,
+}
+
+impl From<LeecherChokingName> for LeecherChoking {
+    fn from(n: LeecherChokingName) -> LeecherChoking {
+        match n {
+            LeecherChokingName::Reciprocate => LeecherChoking::Reciprocate,
+            LeecherChokingName::FurthestBehind => LeecherChoking::FurthestBehind,
+        }
+    }
 }
 
 /// One node as the simulator sees it.
@@ -471,6 +493,7 @@ impl Scenario {
                 (ms > 0.0 && ms.is_finite()).then(|| Duration::from_secs_f64(ms / 1000.0))
             }),
             far_partials: o.far_partials.unwrap_or(d.far_partials),
+            leecher_choking: o.leecher_choking.map_or(d.leecher_choking, Into::into),
             ..d
         }
     }

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{run, FLASH};
-use shoal_proto::swarm::{Geometry, PeerKey, Swarm, SwarmConfig, Time};
+use shoal_proto::swarm::{Geometry, LeecherChoking, PeerKey, Swarm, SwarmConfig, Time};
 use shoal_sim::scenario::Scenario;
 
 #[test]
@@ -173,6 +173,24 @@ fn choke_intervals_are_set_from_the_scenario() {
         d.optimistic_interval,
         SwarmConfig::default().optimistic_interval
     );
+}
+
+#[test]
+fn leecher_choking_is_set_from_the_scenario() {
+    let s = Scenario::parse(&format!(
+        "{FLASH}\n[swarm]\nleecher_choking = \"furthest-behind\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.swarm_config().leecher_choking,
+        LeecherChoking::FurthestBehind
+    );
+    let d = Scenario::parse(FLASH).unwrap().swarm_config();
+    assert_eq!(d.leecher_choking, SwarmConfig::default().leecher_choking);
+    assert!(Scenario::parse(&format!(
+        "{FLASH}\n[swarm]\nleecher_choking = \"fastest\"\n"
+    ))
+    .is_err());
 }
 
 #[test]
