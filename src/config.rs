@@ -170,6 +170,15 @@ pub struct MeshConfig {
     /// default (2). Raise it where each connection to another site is
     /// slow but the link between them is not shared.
     pub far_partials: Option<u32>,
+    /// How a torrent still downloading picks whom to upload to:
+    /// `"reciprocate"` (the default, BitTorrent's tit-for-tat: the peers
+    /// that send to us fastest) or `"furthest-behind"` (the peers with the
+    /// fewest pieces, as a seed does). The second is for a fleet whose
+    /// every node is the operator's own: nobody free rides there, and a
+    /// node that joins late or restarts gets slots at once instead of
+    /// waiting for its neighbours to finish. Stock clients in the swarm
+    /// would be served without uploading back.
+    pub leecher_choking: Option<LeecherChoking>,
     /// Peers per torrent at which dialing stops (inbound connections
     /// count); unset keeps the peer book's default.
     pub max_peers: Option<usize>,
@@ -177,6 +186,16 @@ pub struct MeshConfig {
     /// refused as busy; unset keeps the peer book's default. Not below
     /// `max_peers`.
     pub max_connections: Option<usize>,
+}
+
+/// `mesh.leecher_choking`, as the config spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeecherChoking {
+    /// Tit-for-tat.
+    Reciprocate,
+    /// Fewest pieces first.
+    FurthestBehind,
 }
 
 impl MeshConfig {
@@ -243,6 +262,7 @@ impl Default for MeshConfig {
             max_queue_blocks: None,
             far_rtt_ms: None,
             far_partials: None,
+            leecher_choking: None,
             max_peers: None,
             max_connections: None,
         }
@@ -468,6 +488,7 @@ download_limit = 0
 # optimistic_slots = 1   # optimistic unchoke slots on top
 # thin_slots = 6         # more slots while some carry little (0: never)
 # max_queue_blocks = 256 # most blocks outstanding per peer
+# leecher_choking = "reciprocate" # or "furthest-behind" (a trusted fleet)
 # max_peers = 40         # peers per torrent at which dialing stops
 # max_connections = 60   # per torrent, either way: more inbound are refused
 
@@ -510,6 +531,12 @@ mod tests {
         assert_eq!(
             (far.mesh.far_rtt_ms, far.mesh.far_partials),
             (Some(0), Some(4))
+        );
+        assert!(Config::parse("[mesh]\nleecher_choking = \"furthest_behind\"").is_err());
+        let fleet = Config::parse("[mesh]\nleecher_choking = \"furthest-behind\"").unwrap();
+        assert_eq!(
+            fleet.mesh.leecher_choking,
+            Some(LeecherChoking::FurthestBehind)
         );
         assert!(Config::parse("[mesh]\nmax_peers = 0").is_err());
         assert!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 use shoal::check::check;
 use shoal::disk::Layout;
 use shoal::swarm::{PeerDial, Role, StartTorrent, TorrentHandle};
+use shoal_proto::swarm::{LeecherChoking, SwarmConfig};
 use shoal_proto::Metainfo;
 
 use common::mesh::MeshNode as Node;
@@ -83,12 +84,23 @@ impl Fixture {
         role: Role,
         peers: Vec<PeerDial>,
     ) -> (Node, TorrentHandle) {
-        let node = Node::new(db).await;
-        let t = node
-            .mesh
-            .start(self.start(target, role, peers))
+        self.run_with(db, target, role, peers, SwarmConfig::default())
             .await
-            .unwrap();
+    }
+
+    /// [`Fixture::run_on`] with the swarm tuned by `config`.
+    async fn run_with(
+        &self,
+        db: &Path,
+        target: &Path,
+        role: Role,
+        peers: Vec<PeerDial>,
+        config: SwarmConfig,
+    ) -> (Node, TorrentHandle) {
+        let node = Node::new(db).await;
+        let mut start = self.start(target, role, peers);
+        start.config = config;
+        let t = node.mesh.start(start).await.unwrap();
         (node, t)
     }
 }
@@ -103,10 +115,34 @@ async fn wait_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_seed_three_leechers_complete() {
+    one_seed_three_leechers(SwarmConfig::default()).await;
+}
+
+/// Leechers of a trusted fleet rank peers furthest behind first instead of
+/// reciprocating; they still serve each other, and every copy completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_ranking_furthest_behind_completes_and_trades() {
+    one_seed_three_leechers(SwarmConfig {
+        leecher_choking: LeecherChoking::FurthestBehind,
+        ..SwarmConfig::default()
+    })
+    .await;
+}
+
+/// One seed and three leechers, each dialing those before it, all run
+/// with `config`: every copy completes byte for byte, and the leechers
+/// upload to each other.
+async fn one_seed_three_leechers(config: SwarmConfig) {
     let fx = Fixture::new(6 * 1024 * 1024 + 12_345);
     let tmp = tempfile::tempdir().unwrap();
     let (seed, st) = fx
-        .run_on(&tmp.path().join("seed"), &fx.dir, Role::Seed, vec![])
+        .run_with(
+            &tmp.path().join("seed"),
+            &fx.dir,
+            Role::Seed,
+            vec![],
+            config.clone(),
+        )
         .await;
     assert!(st.is_complete(), "the seed imported its data");
 
@@ -115,11 +151,12 @@ async fn one_seed_three_leechers_complete() {
     for i in 0..3 {
         let target = tmp.path().join(format!("l{i}/content"));
         let (node, t) = fx
-            .run_on(
+            .run_with(
                 &tmp.path().join(format!("l{i}/db")),
                 &target,
                 Role::Leech,
                 dials.clone(),
+                config.clone(),
             )
             .await;
         dials.push(node.dial());

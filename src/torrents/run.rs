@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use shoal_proto::lifecycle::Event;
-use shoal_proto::swarm::SwarmConfig;
+use shoal_proto::swarm::{LeecherChoking, SwarmConfig};
 use shoal_proto::InfoHash;
 use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
@@ -69,6 +69,12 @@ fn swarm_config(cfg: &crate::config::MeshConfig) -> SwarmConfig {
     }
     if let Some(n) = cfg.far_partials {
         c.far_partials = n;
+    }
+    if let Some(m) = cfg.leecher_choking {
+        c.leecher_choking = match m {
+            crate::config::LeecherChoking::Reciprocate => LeecherChoking::Reciprocate,
+            crate::config::LeecherChoking::FurthestBehind => LeecherChoking::FurthestBehind,
+        };
     }
     c
 }
@@ -421,6 +427,7 @@ mod tests {
             max_queue_blocks: Some(9),
             far_rtt_ms: Some(25),
             far_partials: Some(5),
+            leecher_choking: Some(crate::config::LeecherChoking::FurthestBehind),
             ..mesh
         };
         let c = swarm_config(&mesh);
@@ -435,6 +442,7 @@ mod tests {
             ),
             (3, 2, 0, 9, Some(std::time::Duration::from_millis(25)), 5)
         );
+        assert_eq!(c.leecher_choking, LeecherChoking::FurthestBehind);
         // 0 is "every peer near", not a zero threshold.
         let off = crate::config::MeshConfig {
             far_rtt_ms: Some(0),
