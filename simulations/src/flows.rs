@@ -3,17 +3,26 @@
 //! Each connection half sends its served blocks one after the other; the
 //! block at the head is the half's one active flow. A node's uplink is
 //! water-filled (max-min fair) over its active flows, each flow capped by
-//! an equal share of its receiver's downlink and by its path's loss
-//! ceiling. A sender's uplink is recomputed when one of its flows starts
-//! or ends. The receiver's share is what its flow count was at the last
-//! window's end: a change reaches the other senders at the window's end
-//! (at most one latency later, as a congestion signal would), when
-//! `Sim::settle` recomputes every uplink feeding the receiver whose flow
-//! the new share caps (or the old one capped). Each changed flow's
-//! completion is rescheduled (the old event goes stale). With
-//! `inter_region_mbps` a flow between regions is also capped by an equal
-//! share of the link it crosses, propagated the same way but counted
-//! once per round trip across the link.
+//! its receiver's *share* and by its path's loss ceiling. A sender's
+//! uplink is recomputed when one of its flows starts or ends.
+//!
+//! A receiver's share is its downlink water-filled over the flows into
+//! it as of the last window's end: a flow that something else holds
+//! below the share (its sender's uplink, its path, a link between
+//! regions) keeps its rate, and the others split the rest. So a 100
+//! Mbit/s node fed by two fast peers and one slow one fills its downlink,
+//! where an equal split left the slow peer's unused third idle (at 5,000
+//! nodes in `heterogeneous`, one such node took 93% of its downlink for
+//! 28 s: `benches/RESULTS.md`, "Stop 18"). It is recomputed at a window's
+//! end (at most one latency later, as a congestion signal would) for a
+//! receiver whose flow count changed, or one of whose flows' rate crossed
+//! its share or, while the share holds some flow, moved under it
+//! (`InLink::binding`); then `Sim::settle` recomputes every uplink
+//! feeding it whose flow the new share caps (or the old one capped). Each
+//! changed flow's completion is rescheduled (the old event goes stale).
+//! With `inter_region_mbps` a flow between regions is also capped by an
+//! equal share of the link it crosses, propagated the same way but
+//! counted once per round trip across the link.
 //!
 //! Water-filling gives every flow its cap below the fair level and every
 //! other flow the *same* level value, so an uplink's rates are a function
@@ -27,9 +36,9 @@
 //! - A live flow is in its sender's `out_flows` and its half's `flow`; at
 //!   every window's end, also its half is in the receiver's `in_flows`.
 //!   A freed flow is in none.
-//! - At every window's end `World::in_count[j].1 == in_flows.len()` of
+//! - At every window's end `World::inlinks[j].count == in_flows.len()` of
 //!   node `j` (a link's count: see `regions.rs`). Water-filling reads the
-//!   packed counts (and the flow's own copy of
+//!   packed shares (and the flow's own copy of
 //!   its ends and ceiling) instead of the receiver's `Node` and the
 //!   connection, which at thousands of nodes are cache misses.
 //! - `remaining` is exact as of `last`; the pending completion event for
@@ -77,11 +86,52 @@ pub(crate) fn path_cap(world: &World, a: u32, b: u32) -> f64 {
     1.22 * MSS / (rtt * p.sqrt())
 }
 
-/// Node `j`'s downlink divided among its inflows as of the last window's
-/// end (unbounded without any).
+/// A node's downlink as its senders see it during a window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InLink {
+    /// Download capacity, bytes/s.
+    down: f64,
+    /// What any one flow into it may take (unbounded without flows).
+    share: f64,
+    /// Flows into it as of the last window's end.
+    pub(crate) count: u32,
+    /// Whether the share held some flow at the last window's end: then a
+    /// flow under it that speeds up or slows down changes what the
+    /// others may take.
+    binding: bool,
+}
+
+impl InLink {
+    pub(crate) fn new(down: f64) -> InLink {
+        InLink {
+            down,
+            share: f64::INFINITY,
+            count: 0,
+            binding: false,
+        }
+    }
+}
+
+/// What one flow into node `j` may take as of the last window's end.
 pub(crate) fn share(world: &World, j: u32) -> f64 {
-    let (down, n) = world.in_count[j as usize];
-    down / f64::from(n)
+    world.inlinks[j as usize].share
+}
+
+/// The level at which `down` water-fills flows wanting `wants` (sorted
+/// here), and whether any flow is held to it; with every want granted,
+/// the most one flow could take while the others keep theirs.
+fn downlink_level(down: f64, wants: &mut [f64]) -> (f64, bool) {
+    wants.sort_by(f64::total_cmp);
+    let (mut left, n) = (down, wants.len());
+    for (k, &w) in wants.iter().enumerate() {
+        let fair = left.max(0.0) / (n - k) as f64;
+        if w >= fair {
+            return (fair, true);
+        }
+        left -= w;
+    }
+    let most = wants.last().copied().unwrap_or(0.0);
+    (left.max(0.0) + most, false)
 }
 
 impl Part {
@@ -151,14 +201,23 @@ impl Part {
     }
 
     /// Water-fills node `u`'s upload capacity over its flows, each capped
-    /// by an equal share of its receiver's download capacity and by its
-    /// path's ceiling.
+    /// by its receiver's share and by its path's ceiling, and notes the
+    /// receivers whose share a changed rate may move.
     pub(crate) fn recompute_uplink(&mut self, world: &World, u: u32) {
         let mut caps = std::mem::take(&mut self.scratch_caps);
         self.uplink_caps(world, u, &mut caps);
         let up = world.specs[u as usize].up;
         water_fill(up, &mut caps);
         for &(rate, f) in &caps {
+            let fl = &self.flows[f as usize];
+            if fl.rate != rate {
+                let l = &world.inlinks[fl.to as usize];
+                // Only these can move what the receiver's other flows
+                // may take (see the module comment).
+                if (fl.rate >= l.share) != (rate >= l.share) || (l.binding && rate < l.share) {
+                    self.reshare.push(fl.to);
+                }
+            }
             self.set_rate(f, rate);
         }
         self.scratch_caps = caps;
@@ -267,23 +326,32 @@ impl Sim {
             let deltas = std::mem::take(&mut self.parts[p].deltas);
             for d in &deltas {
                 let j = d.to;
-                if self.dirty_mark[j as usize] != mark {
-                    self.dirty_mark[j as usize] = mark;
-                    self.old_share[j as usize] = share(&self.world, j);
-                    dirty.push(j);
-                }
+                self.mark_dirty(j, mark, &mut dirty);
                 let count = apply(&mut self.node_mut(j).in_flows, d);
-                let n = &mut self.world_mut().in_count[j as usize].1;
+                let n = &mut self.world_mut().inlinks[j as usize].count;
                 *n = n.wrapping_add_signed(count);
                 let from = self.world.halves[d.half as usize].node;
                 if let Some(l) = self.world.regions.link(from, j) {
                     self.link_tallies.note(l, d);
                 }
             }
-            // Give the buffer back: it keeps its capacity.
+            // Give the buffers back: they keep their capacity.
             let mut deltas = deltas;
             deltas.clear();
             self.parts[p].deltas = deltas;
+            let mut reshare = std::mem::take(&mut self.parts[p].reshare);
+            for &j in &reshare {
+                self.mark_dirty(j, mark, &mut dirty);
+            }
+            reshare.clear();
+            self.parts[p].reshare = reshare;
+        }
+        let mut wants = Vec::new();
+        for &j in &dirty {
+            let (level, binding) = self.downlink_share(j, &mut wants);
+            let l = &mut self.world_mut().inlinks[j as usize];
+            l.share = level;
+            l.binding = binding;
         }
         // Links learn their counts once per round trip (`regions.rs`).
         let world = Arc::get_mut(&mut self.world).expect("a part still holds the world");
@@ -312,6 +380,35 @@ impl Sim {
             let (part, world) = self.at(u);
             part.recompute_uplink(world, u);
         }
+    }
+
+    /// Notes receiver `j`'s share before this settle, once per settle.
+    fn mark_dirty(&mut self, j: u32, mark: u64, dirty: &mut Vec<u32>) {
+        if self.dirty_mark[j as usize] != mark {
+            self.dirty_mark[j as usize] = mark;
+            self.old_share[j as usize] = share(&self.world, j);
+            dirty.push(j);
+        }
+    }
+
+    /// Receiver `j`'s new share and whether it holds a flow: its downlink
+    /// water-filled over its flows, each wanting its rate if that is under
+    /// the old share (something else holds it there), or anything if not.
+    fn downlink_share(&self, j: u32, wants: &mut Vec<f64>) -> (f64, bool) {
+        let old = self.old_share[j as usize];
+        wants.clear();
+        for &c in &self.node(j).in_flows {
+            let h = &self.world.halves[c as usize];
+            let part = &self.parts[self.world.part_of(h.node)];
+            let rate = part.conns[c as usize]
+                .flow
+                .map_or(0.0, |f| part.flows[f as usize].rate);
+            wants.push(if rate < old { rate } else { f64::INFINITY });
+        }
+        if wants.is_empty() {
+            return (f64::INFINITY, false);
+        }
+        downlink_level(self.world.inlinks[j as usize].down, wants)
     }
 
     /// Queues the sender of half `c`'s flow in `ups` if this settle's new
@@ -410,6 +507,20 @@ mod tests {
             }
             bad
         }
+    }
+
+    #[test]
+    fn a_downlink_gives_what_held_flows_leave_to_the_others() {
+        let inf = f64::INFINITY;
+        // One flow held at 3.5 by its sender: the other two split 9.
+        assert_eq!(downlink_level(12.5, &mut [inf, 3.5, inf]), (4.5, true));
+        // Two new flows that both want more than half: an equal split.
+        assert_eq!(downlink_level(12.5, &mut [60.0, 50.0]), (6.25, true));
+        // A flow held above the level others reach is held to it too.
+        assert_eq!(downlink_level(12.0, &mut [1.0, 9.0, inf]), (5.5, true));
+        // Nothing held: the most one flow could take, the others keeping
+        // theirs.
+        assert_eq!(downlink_level(12.5, &mut [2.0, 1.0]), (11.5, false));
     }
 
     #[test]

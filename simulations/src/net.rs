@@ -39,6 +39,7 @@ use shoal_proto::wire::PeerAddr;
 
 use crate::discovery::{NodeBook, Tracker, Trackers};
 use crate::faults::Plan;
+use crate::flows::InLink;
 use crate::outcome::{NodeResult, Outcome};
 use crate::part::Part;
 use crate::queue::Queue;
@@ -208,9 +209,8 @@ pub(crate) struct Node {
 pub(crate) struct World {
     pub(crate) specs: Vec<NodeSpec>,
     pub(crate) life: Vec<Life>,
-    /// Per node: download capacity and flows into it as of the last
-    /// window's end (what senders divide the downlink by).
-    pub(crate) in_count: Vec<(f64, u32)>,
+    /// Per node: its downlink as senders see it during a window.
+    pub(crate) inlinks: Vec<InLink>,
     pub(crate) halves: Vec<Half>,
     latency_us: Vec<Vec<u64>>,
     inter_region_loss: f64,
@@ -396,7 +396,7 @@ impl Sim {
         let world = World {
             specs: setup.nodes.clone(),
             life: vec![Life::Alive; nodes.len()],
-            in_count: setup.nodes.iter().map(|s| (s.down, 0)).collect(),
+            inlinks: setup.nodes.iter().map(|s| InLink::new(s.down)).collect(),
             halves: Vec::new(),
             latency_us: setup.latency_us.clone(),
             inter_region_loss: setup.inter_region_loss,

@@ -65,6 +65,9 @@ pub(crate) struct Part {
     /// Events for the other part's nodes.
     pub(crate) out: Vec<(u64, Ev)>,
     pub(crate) deltas: Vec<Delta>,
+    /// Receivers whose share may have moved with a flow's rate
+    /// (`flows::InLink`), for `Sim::settle`; repeats allowed.
+    pub(crate) reshare: Vec<u32>,
     /// `(when, node)`: nodes that want to redial.
     pub(crate) redials: Vec<(u64, u32)>,
     /// Pieces our honest leechers now hold for the first time.
@@ -113,6 +116,7 @@ impl Part {
             holders: vec![0; pieces as usize],
             out: Vec::new(),
             deltas: Vec::new(),
+            reshare: Vec::new(),
             redials: Vec::new(),
             newly_held: Vec::new(),
             done: 0,
