@@ -419,7 +419,9 @@ async fn path_round_trips_reach_the_swarm_and_far_peers_still_serve() {
         .unwrap();
     let seed_id = seed.mesh.endpoint().node_id();
     let mut runs = Vec::new();
-    for (name, far_rtt) in [("near", None), ("far", Some(Duration::from_micros(1)))] {
+    // The smallest threshold there is: every round trip QUIC measures is
+    // at least that, except a zero (below).
+    for (name, far_rtt) in [("near", None), ("far", Some(Duration::from_nanos(1)))] {
         let node = Node::new(&tmp.path().join(format!("{name}/db"))).await;
         let target = tmp.path().join(format!("{name}/content"));
         let mut start = fx.start(&target, Role::Leech, vec![seed.dial()]);
@@ -442,7 +444,12 @@ async fn path_round_trips_reach_the_swarm_and_far_peers_still_serve() {
             "{name}: loopback rtt {rtt:?}"
         );
         let far = s.far.contains(&seed_id);
-        assert_eq!(far, *name == "far", "{name}: far peers {:?}", s.far);
+        // quinn takes a sample as `now - sent` with the timestamp its
+        // driver was handed, saturating at zero: on loopback, under the
+        // whole suite's load, a leecher once measured under 1 µs (the
+        // threshold then). Only zero is under this one.
+        let want = *name == "far" && !rtt.is_zero();
+        assert_eq!(far, want, "{name}: rtt {rtt:?}, far peers {:?}", s.far);
     }
     for (name, node, t, target) in runs {
         within("leecher completes", t.wait_complete())
