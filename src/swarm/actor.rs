@@ -41,7 +41,7 @@ use shoal_proto::swarm::{
 use shoal_proto::verify::check_piece;
 use shoal_proto::wire::{self, CloseCode, NodeId};
 use shoal_proto::InfoHash;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -238,16 +238,15 @@ impl Actor {
             };
             tokio::select! {
                 () = self.cancel.cancelled() => break,
-                msg = self.inbox.recv() => match msg {
-                    None => break,
-                    Some(TorrentMessage::Shutdown { reply }) => {
+                msg = self.inbox.recv() => {
+                    let Some(m) = msg else { break };
+                    if let Some(reply) = self.on_inbox(m) {
                         self.close_all();
                         self.settle_writes().await;
                         let _ = reply.send(self.status());
                         break;
                     }
-                    Some(m) => self.on_inbox(m),
-                },
+                }
                 Some(ev) = self.events.recv() => self.on_event(ev),
                 () = timer => {
                     let now = self.now();
@@ -298,7 +297,9 @@ impl Actor {
         }
     }
 
-    fn on_inbox(&mut self, msg: TorrentMessage) {
+    /// Handles one inbox message; a `Shutdown` is handed back (its reply
+    /// channel) for the run loop, which stops once the writes settle.
+    fn on_inbox(&mut self, msg: TorrentMessage) -> Option<oneshot::Sender<TorrentStatus>> {
         match msg {
             TorrentMessage::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -310,10 +311,9 @@ impl Actor {
                 self.dial_due();
             }
             TorrentMessage::Inbound(inbound) => self.inbound(*inbound),
-            TorrentMessage::Shutdown { reply } => {
-                let _ = reply.send(self.status());
-            }
+            TorrentMessage::Shutdown { reply } => return Some(reply),
         }
+        None
     }
 
     fn status(&self) -> TorrentStatus {
