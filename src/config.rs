@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use shoal_proto::swarm::LeecherChoking;
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -186,16 +187,6 @@ pub struct MeshConfig {
     /// refused as busy; unset keeps the peer book's default. Not below
     /// `max_peers`.
     pub max_connections: Option<usize>,
-}
-
-/// `mesh.leecher_choking`, as the config spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LeecherChoking {
-    /// Tit-for-tat.
-    Reciprocate,
-    /// Fewest pieces first.
-    FurthestBehind,
 }
 
 impl MeshConfig {

@@ -6,8 +6,12 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use serde::de::value::StrDeserializer;
+use serde::de::IntoDeserializer;
+use serde::Deserialize;
+use shoal_proto::swarm::LeecherChoking;
 use shoal_sim::run::run_scenario_with;
-use shoal_sim::scenario::{DiscoveryMode, LeecherChokingName, Scenario};
+use shoal_sim::scenario::{DiscoveryMode, Scenario};
 
 /// mimalloc rather than glibc's malloc: at 5,000 nodes nearly every event
 /// lands on memory that is not in cache, and mimalloc's size-class pages
@@ -112,11 +116,12 @@ fn main() -> anyhow::Result<()> {
         s.swarm.block_kib = Some(v);
     }
     if let Some(v) = leecher_choking {
-        s.swarm.leecher_choking = Some(match v.as_str() {
-            "reciprocate" => LeecherChokingName::Reciprocate,
-            "furthest-behind" => LeecherChokingName::FurthestBehind,
-            _ => anyhow::bail!("--leecher-choking is reciprocate or furthest-behind, not {v:?}"),
-        });
+        // As a scenario spells it: proto's serde names are the one list.
+        let de: StrDeserializer<'_, serde::de::value::Error> = v.as_str().into_deserializer();
+        s.swarm.leecher_choking = Some(
+            LeecherChoking::deserialize(de)
+                .map_err(|e| anyhow::anyhow!("--leecher-choking: {e}"))?,
+        );
     }
     s.check()?;
     let (out, wall, replication) = run_scenario_with(&s, progress, threads)?;
@@ -130,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     };
     // Named only when not the default, so default runs print as before.
     let fleet = match s.swarm.leecher_choking {
-        Some(LeecherChokingName::FurthestBehind) => ", leechers rank furthest behind first",
+        Some(LeecherChoking::FurthestBehind) => ", leechers rank furthest behind first",
         _ => "",
     };
     println!(

@@ -283,26 +283,7 @@ pub struct SwarmOverrides {
     pub far_partials: Option<u32>,
     /// How leechers rank peers for their slots: `"reciprocate"` (the
     /// default) or `"furthest-behind"` (a fleet of trusted nodes).
-    pub leecher_choking: Option<LeecherChokingName>,
-}
-
-/// [`LeecherChoking`] as a scenario spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LeecherChokingName {
-    /// [`LeecherChoking::Reciprocate`].
-    Reciprocate,
-    /// [`LeecherChoking::FurthestBehind`].
-    FurthestBehind,
-}
-
-impl From<LeecherChokingName> for LeecherChoking {
-    fn from(n: LeecherChokingName) -> LeecherChoking {
-        match n {
-            LeecherChokingName::Reciprocate => LeecherChoking::Reciprocate,
-            LeecherChokingName::FurthestBehind => LeecherChoking::FurthestBehind,
-        }
-    }
+    pub leecher_choking: Option<LeecherChoking>,
 }
 
 /// One node as the simulator sees it.
@@ -493,7 +474,7 @@ impl Scenario {
                 (ms > 0.0 && ms.is_finite()).then(|| Duration::from_secs_f64(ms / 1000.0))
             }),
             far_partials: o.far_partials.unwrap_or(d.far_partials),
-            leecher_choking: o.leecher_choking.map_or(d.leecher_choking, Into::into),
+            leecher_choking: o.leecher_choking.unwrap_or(d.leecher_choking),
             ..d
         }
     }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use shoal_proto::lifecycle::Event;
-use shoal_proto::swarm::{LeecherChoking, SwarmConfig};
+use shoal_proto::swarm::SwarmConfig;
 use shoal_proto::InfoHash;
 use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
@@ -71,10 +71,7 @@ fn swarm_config(cfg: &crate::config::MeshConfig) -> SwarmConfig {
         c.far_partials = n;
     }
     if let Some(m) = cfg.leecher_choking {
-        c.leecher_choking = match m {
-            crate::config::LeecherChoking::Reciprocate => LeecherChoking::Reciprocate,
-            crate::config::LeecherChoking::FurthestBehind => LeecherChoking::FurthestBehind,
-        };
+        c.leecher_choking = m;
     }
     c
 }
@@ -427,7 +424,7 @@ mod tests {
             max_queue_blocks: Some(9),
             far_rtt_ms: Some(25),
             far_partials: Some(5),
-            leecher_choking: Some(crate::config::LeecherChoking::FurthestBehind),
+            leecher_choking: Some(shoal_proto::swarm::LeecherChoking::FurthestBehind),
             ..mesh
         };
         let c = swarm_config(&mesh);
@@ -442,7 +439,10 @@ mod tests {
             ),
             (3, 2, 0, 9, Some(std::time::Duration::from_millis(25)), 5)
         );
-        assert_eq!(c.leecher_choking, LeecherChoking::FurthestBehind);
+        assert_eq!(
+            c.leecher_choking,
+            shoal_proto::swarm::LeecherChoking::FurthestBehind
+        );
         // 0 is "every peer near", not a zero threshold.
         let off = crate::config::MeshConfig {
             far_rtt_ms: Some(0),

@@ -22,8 +22,10 @@ pub enum SeedChoking {
 }
 
 /// How a leecher picks whom to unchoke (see the module comment of
-/// [`crate::swarm`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`crate::swarm`]). Spelled `"reciprocate"` and `"furthest-behind"` in
+/// the daemon's config and in scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LeecherChoking {
     /// The peers that upload to us fastest first (BitTorrent's
     /// tit-for-tat): a peer that never uploads gets only the optimistic
