@@ -88,6 +88,16 @@ impl Fixture {
             .await
     }
 
+    /// A leecher under `tmp/leech` (its storage in `db`, its copy in
+    /// `content`, returned) that dials `peers`.
+    async fn leech_in(&self, tmp: &Path, peers: Vec<PeerDial>) -> (Node, TorrentHandle, PathBuf) {
+        let target = tmp.join("leech/content");
+        let (node, t) = self
+            .run_on(&tmp.join("leech/db"), &target, Role::Leech, peers)
+            .await;
+        (node, t, target)
+    }
+
     /// [`Fixture::run_on`] with the swarm tuned by `config`.
     async fn run_with(
         &self,
@@ -278,15 +288,7 @@ async fn corrupt_seed_is_blamed_banned_and_leecher_completes_from_honest_one() {
         .run_on(&tmp.path().join("honest/db"), &fx.dir, Role::Seed, vec![])
         .await;
 
-    let target = tmp.path().join("leech/content");
-    let (leech, lt) = fx
-        .run_on(
-            &tmp.path().join("leech/db"),
-            &target,
-            Role::Leech,
-            vec![bad.dial()],
-        )
-        .await;
+    let (leech, lt, target) = fx.leech_in(tmp.path(), vec![bad.dial()]).await;
     let bad_id = bad.mesh.endpoint().node_id();
     wait_until("a bad piece is caught", &lt, |s| s.pieces_failed >= 1).await;
     // It was dropped; let it back in until a second bad piece bans it.
@@ -473,15 +475,7 @@ async fn a_stop_mid_download_reports_what_storage_holds() {
     let (seed, st) = fx
         .run_on(&tmp.path().join("seed/db"), &fx.dir, Role::Seed, vec![])
         .await;
-    let target = tmp.path().join("leech/content");
-    let (leech, lt) = fx
-        .run_on(
-            &tmp.path().join("leech/db"),
-            &target,
-            Role::Leech,
-            vec![seed.dial()],
-        )
-        .await;
+    let (leech, lt, _) = fx.leech_in(tmp.path(), vec![seed.dial()]).await;
     wait_until("a few pieces", &lt, |s| s.have >= 4).await;
     let last = leech.mesh.stop(&lt).await.expect("the swarm was running");
     assert!(last.have < fx.pieces(), "completed before the stop");
