@@ -336,7 +336,7 @@ pub async fn spawn(
             _ => {}
         }
     };
-    println!("gossip listening on {listen}/p2p/{peer_id}");
+    crate::logging::stdout_line(format_args!("gossip listening on {listen}/p2p/{peer_id}"));
     let members_topic = IdentTopic::new(MEMBERS_TOPIC);
     let tracker_topic = IdentTopic::new(TRACKER_TOPIC);
     let gs = &mut swarm.behaviour_mut().gossipsub;

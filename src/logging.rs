@@ -20,3 +20,11 @@ pub fn init(cfg: &LogConfig) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// Prints one of the lines a starting node puts on stdout (where it
+/// listens), for scripts and tests that wait for them. Unlike `println!`
+/// it never panics: a node whose stdout was closed keeps running.
+pub fn stdout_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{args}");
+}

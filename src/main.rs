@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[macro_use]
 mod cli;
 
 /// shoal: P2P distribution of very large files, verified end to end.
@@ -82,14 +83,14 @@ fn main() -> ExitCode {
         Command::Status(a) => cli::status::run(a),
         Command::Demo(a) => cli::demo::run(a),
         Command::Config(ConfigCommand::Example) => {
-            print!("{}", shoal::config::EXAMPLE);
+            outp!("{}", shoal::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
         }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -165,7 +165,7 @@ impl Node {
                 gossip_trackers: Some(urls_rx),
             })
             .await?;
-            println!("quic listening on {}", t.listen_addr());
+            crate::logging::stdout_line(format_args!("quic listening on {}", t.listen_addr()));
             Some(t)
         } else {
             None
@@ -189,7 +189,7 @@ impl Node {
             cfg.http.clone(),
             shutdown.clone(),
         )));
-        println!("http listening on {http_addr}");
+        crate::logging::stdout_line(format_args!("http listening on {http_addr}"));
         info!(%peer, %http_addr, tracker = tracker.is_some(), "node started");
         Ok(Node {
             http_addr,

@@ -268,3 +268,38 @@ fn bad_input_gives_clear_errors_not_panics() {
     // A refused create leaves no torrent behind.
     assert!(!dir.path().join("e.torrent").exists());
 }
+
+/// Output that cannot be written is not a panic: a reader that went away
+/// ends the command as SIGPIPE would (status 141, nothing on stderr), and
+/// a full disk is an error that says so (status 2). `println!` panicked in
+/// both cases (status 101).
+#[test]
+fn unwritable_output_is_not_a_panic() {
+    let dir = tempdir();
+    let data = dir.path().join("d.bin");
+    write_data(&data, 5000, 1);
+    let torrent = dir.path().join("d.torrent");
+    run_ok(shoal().args(["create", &s(&data), "-o", &s(&torrent)]));
+    for args in [
+        vec!["show", &s(&torrent)][..].to_vec(),
+        vec!["config", "example"],
+    ] {
+        // The read end closed before the command starts, so its first
+        // write fails whatever the timing.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = shoal().args(&args).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = shoal().args(&args).stdout(full).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("cannot write the output"), "{args:?}: {err}");
+    }
+}

@@ -3,6 +3,7 @@
 //! bound, fault counters and, with a `[tracker]` section, how long the
 //! replicated peer tables took to converge.
 
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,28 @@ use shoal_sim::scenario::{DiscoveryMode, Scenario};
 /// 22.7-25.4 s with mimalloc, the same output (`benches/RESULTS.md`).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `println!`, except that a failed write never panics: a reader that went
+/// away (`shoal-sim run ... | head -3`) ends the run quietly with status
+/// 141, as SIGPIPE ends a C tool, and any other failure (a full disk under
+/// `> file`) is reported on stderr with status 1.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+fn out(args: std::fmt::Arguments) {
+    let mut stdout = std::io::stdout().lock();
+    let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) else {
+        return;
+    };
+    if e.kind() == ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    let _ = writeln!(std::io::stderr(), "Error: cannot write the report: {e}");
+    std::process::exit(1);
+}
 
 #[derive(Debug, Parser)]
 #[command(about = "Simulates shoal swarms over a discrete-event network")]
@@ -125,6 +148,12 @@ fn main() -> anyhow::Result<()> {
     }
     s.check()?;
     let (out, wall, replication) = run_scenario_with(&s, progress, threads)?;
+    // Files first: a report cut short (its reader went away) must not
+    // cost the files.
+    if let Some(dir) = &out_dir {
+        let title = format!("{}: {} leechers, seed {}", s.name, s.nodes, s.seed);
+        shoal_sim::plot::write_outputs(&out, &title, dir)?;
+    }
     let f = out.file_bytes as f64;
     let piece_kib = s.geometry_bytes()?.1 >> 10;
     let staying = out.completions_us();
@@ -138,7 +167,7 @@ fn main() -> anyhow::Result<()> {
         Some(LeecherChoking::FurthestBehind) => ", leechers rank furthest behind first",
         _ => "",
     };
-    println!(
+    outln!(
         "scenario {} seed {}: {} leechers + {} seeder(s), {:.0} MiB in {} KiB pieces, {discovery}{fleet}",
         s.name,
         s.seed,
@@ -147,29 +176,29 @@ fn main() -> anyhow::Result<()> {
         f / (1 << 20) as f64,
         piece_kib,
     );
-    println!("completed        {done}/{} staying", staying.len());
+    outln!("completed        {done}/{} staying", staying.len());
     let q = |p| {
         out.quantile_secs(p)
             .map_or("-".to_string(), |t| format!("{t:.3} s"))
     };
-    println!(
+    outln!(
         "completion       p50 {}  p90 {}  p99 {}  max {}",
         q(0.5),
         q(0.9),
         q(0.99),
         q(1.0)
     );
-    println!("T_min            {:.3} s", out.t_min);
-    println!(
+    outln!("T_min            {:.3} s", out.t_min);
+    outln!(
         "last / T_min     {}",
         out.ratio().map_or("-".to_string(), |r| format!("{r:.3}"))
     );
-    println!("seed uploaded/F  {:.3}", out.seed_uploaded as f64 / f);
+    outln!("seed uploaded/F  {:.3}", out.seed_uploaded as f64 / f);
     if let Some(b) = out.cross_region_bytes {
-        println!("crossed regions  {:.3} × F", b as f64 / f);
+        outln!("crossed regions  {:.3} × F", b as f64 / f);
     }
     let peaks: Vec<u32> = out.nodes.iter().map(|n| n.peak_conns).collect();
-    println!(
+    outln!(
         "connections      peak per leecher: mean {:.1}, min {}, max {}; seeders' peak {}",
         peaks.iter().map(|&p| f64::from(p)).sum::<f64>() / peaks.len().max(1) as f64,
         peaks.iter().min().unwrap_or(&0),
@@ -177,15 +206,16 @@ fn main() -> anyhow::Result<()> {
         out.seed_peak_conns
     );
     if out.dials.0 > 0 {
-        println!(
+        outln!(
             "dials            {} by peer books, {} refused or failed",
-            out.dials.0, out.dials.1
+            out.dials.0,
+            out.dials.1
         );
     }
     let left = out.nodes.iter().filter(|n| n.left_us.is_some()).count();
     let corrupt = out.nodes.iter().filter(|n| n.corrupt).count();
     if left + corrupt > 0 || out.seeds_left_us.is_some() {
-        println!(
+        outln!(
             "faults           {left} left/crashed, {corrupt} corrupt, {} pieces failed their hash, {} bans, {} dirty completions{}",
             out.failed_pieces,
             out.bans.len(),
@@ -208,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "replication      {} replicas live, {} announces{failed}, {} messages ({} lost), converged {}",
             r.live,
             r.announces,
@@ -221,27 +251,25 @@ fn main() -> anyhow::Result<()> {
                 ))
         );
         for (k, t) in r.after_heal_us.iter().enumerate() {
-            println!(
+            outln!(
                 "partition {k}      replicas agreed {} after the heal",
                 t.map_or("never".to_string(), |t| format!("{:.3} s", t as f64 / 1e6))
             );
         }
     }
-    println!(
+    outln!(
         "events           {} ({} stale), simulated {:.3} s",
         out.events,
         out.stale_events,
         out.end_us as f64 / 1e6
     );
-    println!(
+    outln!(
         "wall             {:.3} s, {:.0} events/s",
         wall.as_secs_f64(),
         out.events as f64 / wall.as_secs_f64().max(1e-9)
     );
-    if let Some(dir) = out_dir {
-        let title = format!("{}: {} leechers, seed {}", s.name, s.nodes, s.seed);
-        shoal_sim::plot::write_outputs(&out, &title, &dir)?;
-        println!(
+    if let Some(dir) = &out_dir {
+        outln!(
             "wrote            {}/completions.csv, cdf.svg",
             dir.display()
         );

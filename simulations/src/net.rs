@@ -29,6 +29,7 @@
 //!   of what sending reads ([`ConnState`]), belongs to its owner's part.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -497,7 +498,9 @@ impl Sim {
             let events = self.events();
             if self.progress && events >> 22 > reported {
                 reported = events >> 22;
-                eprintln!(
+                // Best effort: a closed stderr must not end the run.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "  {:.3} s simulated, {} waiting, {} events in {} windows, {:.1} s wall",
                     self.now as f64 / 1e6,
                     self.waiting,

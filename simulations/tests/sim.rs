@@ -1,6 +1,7 @@
 //! Whole runs of the simulator over real swarms: a flash crowd near the
 //! fluid bound, determinism, a heterogeneous fleet, downlinks shared with
-//! slow senders, the shipped scenario files, and a swarm-level guard against the release-only miscompile
+//! slow senders, the shipped scenario files, a report that cannot be
+//! written, and a swarm-level guard against the release-only miscompile
 //! that once made builds disagree.
 
 mod common;
@@ -372,4 +373,49 @@ fn locality_keeps_pieces_a_region_has_off_the_shared_link() {
         "locality did not halve what crossed"
     );
     assert!(last(&near) < last(&blind), "locality made the run slower");
+}
+
+/// A report that cannot be written is not a panic, and costs no files:
+/// with its reader gone the run ends as SIGPIPE would (status 141) after
+/// writing `--out`'s files; on a full disk it says so (status 1).
+#[test]
+fn an_unwritable_report_is_not_a_panic() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-unwritable");
+    // A previous run's files must not pass for this one's.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("small.toml");
+    let text = FLASH
+        .replace("nodes = 200", "nodes = 20")
+        .replace("file_mib = 256", "file_mib = 16");
+    std::fs::write(&scenario, text).unwrap();
+    let sim = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-sim"));
+        c.arg("run").arg(&scenario);
+        c
+    };
+    let files = dir.join("out");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = sim()
+        .arg("--out")
+        .arg(&files)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "{err}");
+    let csv = std::fs::read_to_string(files.join("completions.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 21, "{csv}");
+    assert!(files.join("cdf.svg").exists());
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = sim().stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write the report"), "{err}");
 }

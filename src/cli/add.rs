@@ -78,9 +78,9 @@ pub fn run(a: AddArgs) -> anyhow::Result<ExitCode> {
     };
     let v = answer.json()?;
     if a.api.json {
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "added {} {} ({}) into {} [{}]",
             v["infohash"].as_str().unwrap_or("?"),
             v["name"].as_str().unwrap_or("?"),

@@ -91,13 +91,13 @@ pub fn run(a: CreateArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, &output)
         .with_context(|| format!("{}: cannot write", output.display()))?;
-    println!("wrote {}", output.display());
-    println!("infohash {}", m.info_hash);
-    println!(
+    outln!("wrote {}", output.display());
+    outln!("infohash {}", m.info_hash);
+    outln!(
         "pieces {} x {} bytes",
         m.info.piece_count(),
         m.info.piece_length
     );
-    println!("magnet {}", Magnet::from_metainfo(&m));
+    outln!("magnet {}", Magnet::from_metainfo(&m));
     Ok(ExitCode::SUCCESS)
 }

@@ -105,7 +105,7 @@ async fn demo(a: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
     let seed_dir = root.join("node-0").join("downloads");
     let file = seed_dir.join("demo.img");
-    println!("generating {} of data ...", human(a.size));
+    outln!("generating {} of data ...", human(a.size));
     let (f, size) = (file.clone(), a.size);
     tokio::task::spawn_blocking(move || generate(&f, size))
         .await
@@ -126,7 +126,7 @@ async fn demo(a: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
     .await
     .context("hashing task failed")??;
     let ih = meta.info_hash;
-    println!(
+    outln!(
         "torrent {ih}: {} pieces of {}",
         meta.info.piece_count(),
         human(meta.info.piece_length)
@@ -161,8 +161,8 @@ async fn demo(a: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
     let f = a.size as f64;
     let leechers = (a.nodes - 1) as f64;
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} nodes got {} each in {:.2} s: {}/s per node, {}/s in total",
         a.nodes - 1,
         human(a.size),
@@ -170,26 +170,26 @@ async fn demo(a: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
         human((f / elapsed) as u64),
         human((f * leechers / elapsed) as u64)
     );
-    println!("every node had re-checked its copy after {verified:.2} s");
+    outln!("every node had re-checked its copy after {verified:.2} s");
     match limit {
         Some(r) => {
             let r = r as f64;
             // Every node has upload and download r.
             let (u_seed, d_min, sum_u) = (r, r, leechers * r);
             let t_min = (f / u_seed).max(f / d_min).max(leechers * f / (u_seed + sum_u));
-            println!(
+            outln!(
                 "fluid lower bound T_min = {t_min:.2} s (every node limited to {}/s each way, since loopback itself has no capacity to bound)",
                 human(r as u64)
             );
-            println!("ratio to T_min: {:.2}", elapsed / t_min);
+            outln!("ratio to T_min: {:.2}", elapsed / t_min);
         }
-        None => println!("no rate limit (--rate 0): loopback has no capacity, so there is no bound to compare with"),
+        None => outln!("no rate limit (--rate 0): loopback has no capacity, so there is no bound to compare with"),
     }
     if intact == a.nodes - 1 {
-        println!("every copy verified");
+        outln!("every copy verified");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: only {intact} of {} copies verified", a.nodes - 1);
+        errln!("error: only {intact} of {} copies verified", a.nodes - 1);
         Ok(ExitCode::from(1))
     }
 }
@@ -216,7 +216,7 @@ async fn distribute(
         })
         .await?;
     wait_state(&nodes[0], ih, State::Seeding, Duration::from_secs(600)).await?;
-    println!(
+    outln!(
         "node 0 is seeding; adding the torrent to {} nodes",
         nodes.len() - 1
     );
@@ -289,9 +289,9 @@ async fn distribute(
             let _ = out.flush();
             drawn = lines.len();
         } else if finished || last_plain.elapsed() >= Duration::from_secs(2) {
-            println!("after {:.1} s:", start.elapsed().as_secs_f64());
+            outln!("after {:.1} s:", start.elapsed().as_secs_f64());
             for l in &lines {
-                println!("  {l}");
+                outln!("  {l}");
             }
             last_plain = Instant::now();
         }
@@ -316,8 +316,8 @@ async fn distribute(
         .context("verification task failed")?;
         match report {
             Ok(r) if r.is_complete() => intact += 1,
-            Ok(r) => eprintln!("node {i}: {} pieces do not match", r.failed().len()),
-            Err(e) => eprintln!("node {i}: cannot verify: {e}"),
+            Ok(r) => errln!("node {i}: {} pieces do not match", r.failed().len()),
+            Err(e) => errln!("node {i}: cannot verify: {e}"),
         }
     }
     Ok((elapsed, verified, intact))

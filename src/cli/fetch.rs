@@ -71,8 +71,8 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
             }
             None => peer::start(&a.node, meta, target_dir.clone(), Role::Leech, tiers).await?,
         };
-        println!("infohash {ih}");
-        println!("listening on {}", running.listen);
+        outln!("infohash {ih}");
+        outln!("listening on {}", running.listen);
         let _ = std::io::stdout().flush();
         let finished = tokio::select! {
             r = download(&running.torrent, info.piece_length) => r.map(|()| true),
@@ -93,7 +93,7 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
         {
             Ok(r) if r.is_complete() => true,
             Ok(r) => {
-                eprintln!(
+                errln!(
                     "error: {} of {} pieces on disk do not match the torrent",
                     r.failed().len(),
                     r.pieces.len()
@@ -101,17 +101,17 @@ pub fn run(a: FetchArgs) -> anyhow::Result<ExitCode> {
                 false
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", content.display());
+                errln!("error: {}: {e}", content.display());
                 false
             }
         };
         let mut hook_ok = true;
         if intact {
-            println!("complete {}", content.display());
+            outln!("complete {}", content.display());
             let _ = std::io::stdout().flush();
             if let Some(cmd) = &a.on_complete {
                 if let Err(e) = shoal::hook::run(cmd, ih, &content).await {
-                    eprintln!("error: --on-complete command {e}");
+                    errln!("error: --on-complete command {e}");
                     hook_ok = false;
                 }
             }
@@ -138,9 +138,10 @@ async fn resolve(
     magnet: &shoal_proto::Magnet,
 ) -> anyhow::Result<(shoal_proto::Metainfo, peer::Base)> {
     let base = peer::open(&a.node).await?;
-    eprintln!(
+    errln!(
         "fetching the metadata of {} from peers (up to {:?})",
-        magnet.info_hash, a.magnet_timeout
+        magnet.info_hash,
+        a.magnet_timeout
     );
     let meta = shoal::swarm::resolve_magnet(&base.mesh, magnet, &[], a.magnet_timeout)
         .await
@@ -157,9 +158,10 @@ async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
     let first = torrent.status().await?;
-    eprintln!(
+    errln!(
         "resuming: {} of {} pieces already verified",
-        first.have, first.pieces
+        first.have,
+        first.pieces
     );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last_line = Instant::now();
@@ -168,7 +170,7 @@ async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<
             r = torrent.wait_complete() => {
                 r?;
                 if tty {
-                    eprintln!();
+                    errln!();
                 }
                 let s = torrent.status().await?;
                 report_finished(&s, first.have);
@@ -186,7 +188,7 @@ async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<
                 let s = torrent.status().await?;
                 let secs = start.elapsed().as_secs_f64().max(0.001);
                 let rate = u64::from(s.pieces_downloaded) as f64 * piece_length as f64 / secs;
-                eprint!(
+                errp!(
                     "\r{}/{} pieces  {:.1} MiB/s  {} peers   ",
                     s.have,
                     s.pieces,
@@ -203,7 +205,7 @@ async fn download(torrent: &TorrentHandle, piece_length: u64) -> anyhow::Result<
 fn report_progress(s: &TorrentStatus, elapsed: Duration, piece_length: u64) {
     let rate = u64::from(s.pieces_downloaded) as f64 * piece_length as f64
         / elapsed.as_secs_f64().max(0.001);
-    eprintln!(
+    errln!(
         "progress have={} pieces={} downloaded={} failed={} peers={} banned={} rate={:.0}B/s",
         s.have,
         s.pieces,
@@ -218,7 +220,7 @@ fn report_progress(s: &TorrentStatus, elapsed: Duration, piece_length: u64) {
 /// The summary of a finished download on stderr: what this run fetched
 /// and every peer it banned, by node id.
 fn report_finished(s: &TorrentStatus, resumed: u32) {
-    eprintln!(
+    errln!(
         "finished: downloaded={} resumed={} pieces={} failed={} banned={}",
         s.pieces_downloaded,
         resumed,
@@ -228,6 +230,6 @@ fn report_finished(s: &TorrentStatus, resumed: u32) {
     );
     for node in &s.banned {
         let hex: String = node.iter().map(|b| format!("{b:02x}")).collect();
-        eprintln!("banned peer {hex} (sent pieces that failed verification)");
+        errln!("banned peer {hex} (sent pieces that failed verification)");
     }
 }

@@ -16,12 +16,12 @@ pub struct LsArgs {
 pub fn run(a: LsArgs) -> anyhow::Result<ExitCode> {
     let v = request(&a.api, "GET", "/api/v1/torrents", None, b"")?.json()?;
     if a.api.json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
     let list = v.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("no torrents");
+        outln!("no torrents");
         return Ok(ExitCode::SUCCESS);
     }
     print_torrents(&list);

@@ -1,5 +1,40 @@
 //! Subcommands of the `shoal` binary. Each module owns its clap arguments
-//! and a `run` function; shared helpers for reading inputs live here.
+//! and a `run` function; shared helpers for reading inputs and writing
+//! output live here.
+
+/// `println!` through [`out`].
+macro_rules! outln {
+    () => {
+        $crate::cli::out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`out`].
+macro_rules! outp {
+    ($($arg:tt)*) => {
+        $crate::cli::out(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` through [`err`].
+macro_rules! errln {
+    () => {
+        $crate::cli::err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` through [`err`].
+macro_rules! errp {
+    ($($arg:tt)*) => {
+        $crate::cli::err(format_args!($($arg)*))
+    };
+}
 
 pub mod add;
 pub mod api_client;
@@ -15,6 +50,7 @@ pub mod show;
 pub mod status;
 pub mod verify;
 
+use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use anyhow::Context;
@@ -53,6 +89,30 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Writes a command's output to stdout, where `println!` would panic if
+/// the write failed. A reader that went away (`shoal show x | head -1`)
+/// ends the command quietly with status 141, as SIGPIPE ends a C tool
+/// (Rust ignores that signal, so the write fails instead). Any other
+/// failure, such as a full disk under `> file`, is reported on stderr and
+/// ends the command with the error status 2: the output is not whole.
+pub fn out(args: std::fmt::Arguments) {
+    let mut stdout = std::io::stdout().lock();
+    let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) else {
+        return;
+    };
+    if e.kind() == ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    errln!("error: cannot write the output: {e}");
+    std::process::exit(2);
+}
+
+/// Writes a diagnostic to stderr. Unlike `eprintln!` it never panics: a
+/// closed stderr must not stop a download that is otherwise fine.
+pub fn err(args: std::fmt::Arguments) {
+    let _ = std::io::stderr().write_fmt(args);
 }
 
 #[cfg(test)]

@@ -36,11 +36,11 @@ pub fn run(a: RmArgs) -> anyhow::Result<ExitCode> {
     );
     let v = request(&a.api, "DELETE", &path, None, b"")?.json()?;
     if a.api.json {
-        println!("{v}");
+        outln!("{v}");
     } else if a.delete_data {
-        println!("removed {} and deleted its data", a.infohash);
+        outln!("removed {} and deleted its data", a.infohash);
     } else {
-        println!("removed {} (its data stays on disk)", a.infohash);
+        outln!("removed {} (its data stays on disk)", a.infohash);
     }
     Ok(ExitCode::SUCCESS)
 }

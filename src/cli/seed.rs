@@ -63,7 +63,7 @@ pub fn run(a: SeedArgs) -> anyhow::Result<ExitCode> {
             std::fs::write(&tmp, m.to_bytes())
                 .and_then(|()| std::fs::rename(&tmp, &output))
                 .with_context(|| format!("{}: cannot write", output.display()))?;
-            println!("wrote {}", output.display());
+            outln!("wrote {}", output.display());
             m
         }
     };
@@ -105,8 +105,8 @@ pub fn run(a: SeedArgs) -> anyhow::Result<ExitCode> {
                 status.pieces
             );
         }
-        println!("infohash {ih}");
-        println!("listening on {}", running.listen);
+        outln!("infohash {ih}");
+        outln!("listening on {}", running.listen);
         let _ = std::io::stdout().flush();
         signals.await;
         tracing::info!("shutting down");

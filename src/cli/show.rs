@@ -25,9 +25,9 @@ pub fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
         torrent_json(&super::read_torrent(&PathBuf::from(&a.torrent))?)
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", text(&v));
+        outp!("{}", text(&v));
     }
     Ok(ExitCode::SUCCESS)
 }

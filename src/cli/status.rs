@@ -21,25 +21,25 @@ pub fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
         let node = request(&a.api, "GET", "/api/v1/node", None, b"")?.json()?;
         let list = request(&a.api, "GET", "/api/v1/torrents", None, b"")?.json()?;
         if a.api.json {
-            println!("{}", serde_json::json!({"node": node, "torrents": list}));
+            outln!("{}", serde_json::json!({"node": node, "torrents": list}));
             return Ok(ExitCode::SUCCESS);
         }
-        println!("shoal {}", node["version"].as_str().unwrap_or("?"));
-        println!("  peer id  {}", node["peer_id"].as_str().unwrap_or("?"));
-        println!("  http     {}", node["http"].as_str().unwrap_or("?"));
+        outln!("shoal {}", node["version"].as_str().unwrap_or("?"));
+        outln!("  peer id  {}", node["peer_id"].as_str().unwrap_or("?"));
+        outln!("  http     {}", node["http"].as_str().unwrap_or("?"));
         match node["mesh"].as_object() {
-            Some(m) => println!(
+            Some(m) => outln!(
                 "  quic     {} (node id {})",
                 m["quic"].as_str().unwrap_or("?"),
                 m["node_id"].as_str().unwrap_or("?")
             ),
-            None => println!("  mesh     off (tracker only)"),
+            None => outln!("  mesh     off (tracker only)"),
         }
-        println!("  tracker  {}", node["tracker"].as_bool().unwrap_or(false));
+        outln!("  tracker  {}", node["tracker"].as_bool().unwrap_or(false));
         let list = list.as_array().cloned().unwrap_or_default();
-        println!();
+        outln!();
         if list.is_empty() {
-            println!("no torrents");
+            outln!("no torrents");
         } else {
             super::ls::print_torrents(&list);
         }
@@ -47,17 +47,17 @@ pub fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     let v = request(&a.api, "GET", &format!("/api/v1/torrents/{ih}"), None, b"")?.json()?;
     if a.api.json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
     let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
-    println!("{}  {}", s("infohash"), s("name"));
-    println!("  state       {}", s("state"));
+    outln!("{}  {}", s("infohash"), s("name"));
+    outln!("  state       {}", s("state"));
     if let Some(e) = v["error"].as_str() {
-        println!("  error       {e}");
+        outln!("  error       {e}");
     }
-    println!(
+    outln!(
         "  progress    {}/{} pieces ({}), {} of {}",
         n("have"),
         n("pieces"),
@@ -65,13 +65,13 @@ pub fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
         human(n("have_bytes")),
         human(n("total_bytes"))
     );
-    println!(
+    outln!(
         "  this run    {} pieces at start, {} downloaded, {} failed their hash",
         n("have_at_start"),
         n("pieces_downloaded"),
         n("pieces_failed")
     );
-    println!(
+    outln!(
         "  rates       down {}/s, up {}/s",
         human(n("download_rate")),
         human(n("upload_rate"))
@@ -80,16 +80,16 @@ pub fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
         v[k].as_u64()
             .map_or("none".into(), |b| format!("{}/s", human(b)))
     };
-    println!(
+    outln!(
         "  limits      down {}, up {}",
         lim("download_limit"),
         lim("upload_limit")
     );
-    println!("  directory   {}", s("target_dir"));
+    outln!("  directory   {}", s("target_dir"));
     let peers = v["peer_list"].as_array().cloned().unwrap_or_default();
-    println!("  peers       {}", peers.len());
+    outln!("  peers       {}", peers.len());
     for p in &peers {
-        println!(
+        outln!(
             "    {} {}{}",
             p["node_id"].as_str().unwrap_or("?"),
             p["addr"].as_str().unwrap_or(""),
@@ -102,14 +102,14 @@ pub fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let banned = v["banned"].as_array().cloned().unwrap_or_default();
     if !banned.is_empty() {
-        println!("  banned      {}", banned.len());
+        outln!("  banned      {}", banned.len());
         for b in &banned {
-            println!("    {}", b.as_str().unwrap_or("?"));
+            outln!("    {}", b.as_str().unwrap_or("?"));
         }
     }
     let bad = v["bad_pieces"].as_array().map_or(0, |b| b.len());
     if bad > 0 {
-        println!("  bad pieces  {bad} failed the completion re-check");
+        outln!("  bad pieces  {bad} failed the completion re-check");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -66,9 +66,9 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             "complete": report.is_complete(),
             "seconds": secs,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        outln!(
             "checked {} pieces with {with} in {secs:.2}s ({:.2} GB/s): {} good, {} bad, {} missing",
             info.piece_count(),
             info.total_length() as f64 / secs.max(1e-9) / 1e9,
@@ -78,7 +78,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
         for (label, list) in [("bad", &bad), ("missing", &missing)] {
             for &i in list.iter() {
-                println!("{label} piece {i}: {}", describe(info, i));
+                outln!("{label} piece {i}: {}", describe(info, i));
             }
         }
     }
