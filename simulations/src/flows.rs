@@ -166,7 +166,12 @@ impl Part {
             live: true,
         };
         let id = if let Some(id) = self.free_flows.pop() {
-            self.flows[id as usize] = f;
+            // Completion events of the slot's last flow may still be
+            // queued (stale ones from before a rate change, or the one
+            // pending when it was closed): go on from its version, so
+            // that none of them can pass for this flow's.
+            let version = self.flows[id as usize].version.wrapping_add(1);
+            self.flows[id as usize] = Flow { version, ..f };
             id
         } else {
             self.flows.push(f);
@@ -278,6 +283,15 @@ impl Part {
         if !fl.live || fl.version != version {
             return false;
         }
+        // Only the block's own completion gets here: its bytes at its rate
+        // fill the time since `last` (`eta` rounds up to the µs).
+        debug_assert!(
+            fl.remaining - fl.rate * (self.now - fl.last) as f64 / 1e6 < 1.0,
+            "flow {f} done at {} with {} of {} bytes unsent",
+            self.now,
+            fl.remaining - fl.rate * (self.now - fl.last) as f64 / 1e6,
+            fl.block.len
+        );
         let (c, block, corrupt) = (fl.conn, fl.block, fl.corrupt);
         let h = &self.conns[c as usize];
         let (i, peer, lat) = (h.node, h.peer, u64::from(h.lat));
