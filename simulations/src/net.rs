@@ -330,9 +330,6 @@ pub struct Sim {
     last_window_events: u64,
     /// Scratch for `settle`: per node, the window it was last marked in.
     pub(crate) dirty_mark: Vec<u64>,
-    /// A receiver's share before this settle (valid where `dirty_mark`
-    /// is the settle's).
-    pub(crate) old_share: Vec<f64>,
     /// The flows crossing each inter-region link, and its updates.
     pub(crate) link_tallies: LinkTallies,
     pub(crate) settles: u64,
@@ -436,7 +433,6 @@ impl Sim {
             parallel_from: PARALLEL_EVENTS,
             last_window_events: 0,
             dirty_mark: vec![0; setup.nodes.len()],
-            old_share: vec![0.0; setup.nodes.len()],
             link_tallies,
             settles: 0,
             windows: 0,

@@ -65,9 +65,14 @@ pub(crate) struct Part {
     /// Events for the other part's nodes.
     pub(crate) out: Vec<(u64, Ev)>,
     pub(crate) deltas: Vec<Delta>,
-    /// Receivers whose share may have moved with a flow's rate
+    /// Receivers whose caps may have moved with a flow's rate
     /// (`flows::InLink`), for `Sim::settle`; repeats allowed.
     pub(crate) reshare: Vec<u32>,
+    /// Per receiver (any part's), what flows we started into it in this
+    /// window took of its `InLink::entry` (see `Part::take_entry`), and
+    /// the receivers to reset at the window's end (repeats allowed).
+    pub(crate) entry_taken: Vec<f64>,
+    pub(crate) entered: Vec<u32>,
     /// `(when, node)`: nodes that want to redial.
     pub(crate) redials: Vec<(u64, u32)>,
     /// Pieces our honest leechers now hold for the first time.
@@ -117,6 +122,8 @@ impl Part {
             out: Vec::new(),
             deltas: Vec::new(),
             reshare: Vec::new(),
+            entry_taken: Vec::new(),
+            entered: Vec::new(),
             redials: Vec::new(),
             newly_held: Vec::new(),
             done: 0,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{run, FLASH};
+use common::{assert_within_downlinks, run, FLASH};
 use shoal_proto::discovery::BookConfig;
 use shoal_sim::net::Sim;
 use shoal_sim::scenario::Scenario;
@@ -33,6 +33,7 @@ fn two_regions(text: String) -> String {
 fn peer_books_meet_within_their_bound_and_finish_a_flash_crowd() {
     let out = run(&flash());
     assert!(out.all_completed(), "{:?}", out.completions_us());
+    assert_within_downlinks(&out);
     let ratio = out.ratio().unwrap();
     let bound = BookConfig::default();
     let peaks: Vec<u32> = out.nodes.iter().map(|n| n.peak_conns).collect();

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{run, FLASH};
+use common::{assert_within_downlinks, run, FLASH};
 use shoal_proto::swarm::{Geometry, LeecherChoking, PeerKey, Swarm, SwarmConfig, Time};
 use shoal_sim::scenario::Scenario;
 
@@ -26,6 +26,7 @@ fn a_flash_crowd_finishes_within_1_2_t_min() {
     );
     assert!(ratio <= 1.2, "last completion {ratio:.3} x T_min");
     assert!(ratio >= 1.0, "faster than the fluid bound: {ratio:.3}");
+    assert_within_downlinks(&out);
     // The seed sent every piece at least once and not much more.
     assert!((1.0..1.2).contains(&copies), "{copies}");
 }
@@ -72,17 +73,19 @@ down_mbps = 10000
     assert!(out.all_completed(), "{:?}", out.completions_us());
     let ratio = out.ratio().unwrap();
     println!("heterogeneous: ratio {ratio:.3}");
+    assert_within_downlinks(&out);
     // The 100 Mbit/s downloaders bind T_min; everyone must finish within
     // a generous factor of it.
     assert!(ratio < 2.0, "ratio {ratio:.3}");
 }
 
 /// Every downlink is 100 Mbit/s and half the leechers upload at only
-/// 10 Mbit/s: a receiver's slow senders are held far under its share by
+/// 10 Mbit/s: a receiver's slow senders are held far under its caps by
 /// their own uplinks, and its fast ones must take what they leave. With
 /// each downlink split equally among its flows (the model before stop
 /// 18) the median finished at 2.78 × T_min; with the downlink
-/// water-filled, at 1.64.
+/// water-filled, at 1.66 (stop 19's caps; stop 18's shared level gave
+/// 1.64 by over-filling downlinks).
 #[test]
 fn fast_senders_take_the_downlink_slow_ones_leave() {
     let text = r#"
@@ -108,7 +111,38 @@ down_mbps = 100
     assert!(out.all_completed(), "{:?}", out.completions_us());
     let p50 = out.quantile_secs(0.5).unwrap() / out.t_min;
     println!("slow uplinks: p50 {p50:.3} x T_min");
+    assert_within_downlinks(&out);
     assert!(p50 < 2.0, "median at {p50:.3} x T_min");
+}
+
+/// Uplinks as fast as downlinks, and barely enough of them: receivers
+/// are fed by several senders each held by its own uplink, which is where
+/// a downlink model that lets every held flow rise to one shared level
+/// within a window over-filled downlinks. With stop 18's model 7 of these
+/// 100 nodes finished sooner than their own 100 Mbit/s allow.
+#[test]
+fn symmetric_links_never_beat_a_downlink() {
+    let text = r#"
+name = "symmetric"
+seed = 1
+nodes = 100
+file_mib = 256
+degree = 16
+latency_ms = 1.0
+
+[seeders]
+up_mbps = 1000
+
+[[class]]
+up_mbps = 100
+down_mbps = 100
+"#;
+    let out = run(text);
+    assert!(out.all_completed(), "{:?}", out.completions_us());
+    assert_within_downlinks(&out);
+    let ratio = out.ratio().unwrap();
+    println!("symmetric: last {ratio:.3} x T_min");
+    assert!(ratio >= 1.0, "faster than the fluid bound: {ratio:.3}");
 }
 
 #[test]
@@ -122,6 +156,7 @@ fn the_shipped_scenarios_parse() {
         "tracker-partition.toml",
         "corrupt.toml",
         "inter-dc.toml",
+        "symmetric.toml",
     ];
     for name in names {
         let s = Scenario::load(&dir.join(name)).unwrap();

@@ -1,5 +1,5 @@
-//! What the simulator's test files share: the small flash crowd, and a
-//! run of a scenario's text.
+//! What the simulator's test files share: the small flash crowd, a run
+//! of a scenario's text, and a check that holds for every run.
 
 use shoal_sim::outcome::Outcome;
 use shoal_sim::run::run_scenario;
@@ -28,4 +28,25 @@ down_mbps = 4000
 pub fn run(text: &str) -> Outcome {
     let s = Scenario::parse(text).unwrap();
     run_scenario(&s).unwrap().0
+}
+
+/// No leecher downloaded faster than its own downlink allows: F / down
+/// from its join to its completion, whatever the swarm did. The network
+/// model re-divides a downlink between windows; this is what keeps those
+/// divisions from over-filling it on the whole.
+pub fn assert_within_downlinks(out: &Outcome) {
+    let f = out.file_bytes as f64;
+    let mut checked = 0;
+    for n in &out.nodes {
+        let Some(done) = n.completed_us else { continue };
+        let took = (done - n.join_us) as f64 / 1e6;
+        let least = f / n.down;
+        assert!(
+            took >= least - 1e-6,
+            "node {} took {took:.6} s; its downlink needs {least:.6} s",
+            n.node
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no node completed");
 }
