@@ -4,9 +4,11 @@
 //! nodes learned by gossip), then adds the torrent like any other.
 //!
 //! Invariants this module keeps:
-//! - An infohash is either resolving or added, never both: the
-//!   placeholder leaves the map before the torrent is added, under the
-//!   control lock's protection against a second add.
+//! - An infohash is resolving or added, and never neither between the
+//!   two: the placeholder leaves the map just after the torrent enters
+//!   it, under the control lock (a lookup finds the added one first). A
+//!   removal under that lock either comes first, and the add then finds
+//!   no placeholder and stops, or finds the added torrent.
 //! - A resolution that fails stays listed as `failed` with its reason until
 //!   it is removed; removing a placeholder aborts its task. The
 //!   placeholder's state is its proto [`Lifecycle`], which the added
@@ -158,19 +160,22 @@ async fn resolve(weak: Weak<Inner>, magnet: Magnet, target_dir: PathBuf) {
         Ok(m) => m,
         Err(e) => return fail(e.to_string()),
     };
-    // Out of the map first, so the add does not find it "already added".
-    // Dropping the placeholder drops this task's own abort handle, so it
-    // is kept until the end.
-    let Some(mut me) = lock(&t.inner.resolving).remove(&ih) else {
-        return; // Removed while we were fetching.
+    // The placeholder stays listed until `add_meta` puts the torrent in
+    // its place, so the infohash never goes missing from the API (it
+    // did, for the length of the add's storage write). Its abort handle
+    // comes out first and is kept to the end: dropping it with the
+    // placeholder would abort this task in the middle of the add.
+    let (life, _task) = {
+        let mut map = lock(&t.inner.resolving);
+        let Some(p) = map.get_mut(&ih) else {
+            return; // Removed while we were fetching.
+        };
+        (p.life.clone(), p._task.take())
     };
-    if let Err(e) = t.add_meta(meta, target_dir, me.life.clone()).await {
-        let why = format!("metadata fetched, but the add failed: {e}");
-        if let Err(e) = me.life.handle(Event::ResolveFailed { why }) {
-            tracing::debug!(%ih, error = %e, "add failure dropped");
-        }
-        let task = me._task.take();
-        lock(&t.inner.resolving).insert(ih, me);
-        drop(task);
+    match t.add_meta(meta, target_dir, life, true).await {
+        Ok(_) => {}
+        // Removed while the add waited for its turn: the removal wins.
+        Err(TorrentsError::Unknown(_)) => {}
+        Err(e) => fail(format!("metadata fetched, but the add failed: {e}")),
     }
 }

@@ -373,7 +373,7 @@ impl Torrents {
                 let meta = Metainfo::from_bytes(&bytes)
                     .map_err(|e| TorrentsError::BadTorrent(e.to_string()))?;
                 let life = Lifecycle::new(req.paused, self.inner.cfg.verify_on_complete);
-                self.add_meta(meta, target_dir, life).await
+                self.add_meta(meta, target_dir, life, false).await
             }
             AddSource::Magnet(link) => self.add_magnet(&link, target_dir, req.paused).await,
         }
@@ -381,15 +381,21 @@ impl Torrents {
 
     /// Adds a torrent whose metainfo is known, into an existing absolute
     /// directory; `life` is its lifecycle while the metadata was resolved.
+    /// `handover`: the torrent takes the place of its magnet's
+    /// placeholder, which must still be there (see `magnet.rs`).
     async fn add_meta(
         &self,
         meta: Metainfo,
         target_dir: PathBuf,
         mut life: Lifecycle,
+        handover: bool,
     ) -> Result<TorrentView, TorrentsError> {
         let inner = &self.inner;
         let ih = meta.info_hash;
         let _control = inner.control.lock().await;
+        if handover && !lock(&inner.resolving).contains_key(&ih) {
+            return Err(TorrentsError::Unknown(ih));
+        }
         if lock(&inner.entries).contains_key(&ih) {
             return Err(TorrentsError::AlreadyAdded(ih));
         }
@@ -412,6 +418,9 @@ impl Torrents {
         let view = entry.view(ih, None);
         let paused = entry.life.paused();
         lock(&inner.entries).insert(ih, entry);
+        if handover {
+            lock(&inner.resolving).remove(&ih);
+        }
         tracing::info!(%ih, name = %view.name, import, paused, "torrent added");
         life::execute(inner, ih, cmds, false).await?;
         Ok(view)

@@ -1,5 +1,6 @@
 //! The API's operations, its refusals, `/metrics`, the client commands,
-//! and magnet links found through gossip-learned trackers.
+//! and magnet links found through gossip-learned trackers and on their
+//! way to a torrent.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -474,6 +475,58 @@ fn magnet_links_and_gossip_learned_trackers() {
     call(&node, "GET", &path, None, 404);
     let copy = std::fs::read(root.join("leech").join("downloads").join("image.bin")).unwrap();
     assert!(copy == std::fs::read(&content).unwrap(), "copy differs");
+}
+
+/// A magnet's infohash answers at every moment from the add to the
+/// download's end: `resolving` until the torrent takes its place, then the
+/// torrent. The placeholder used to leave before the torrent arrived, and
+/// for the length of the add's storage write the API said "no torrent"
+/// (404), which `magnet_links_and_gossip_learned_trackers` hit once. This
+/// polls without pause to land in such a window if there is one.
+#[test]
+fn a_magnet_is_never_missing_on_its_way_to_a_torrent() {
+    let dir = tempdir();
+    let root = dir.path();
+    let seed = start_mesh_node(&root.join("seed"), true, "");
+    let content = root.join("seed").join("downloads").join("image.bin");
+    let torrent = root.join("t.torrent");
+    data_and_torrent(&content, 1 << 20, 3, None, &torrent);
+    let v = add_torrent(&seed, &std::fs::read(&torrent).unwrap(), "");
+    let ih = v["infohash"].as_str().unwrap().to_owned();
+    wait_state(&seed, &ih, "seeding", LIMIT);
+
+    let node = start_mesh_node(&root.join("leech"), false, "");
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{ih}&dn=image.bin&tr={}",
+        seed.announce_url()
+    );
+    let body = serde_json::json!({ "magnet": magnet });
+    call(&node, "POST", TORRENTS, Some(&body), 202);
+    let path = format!("{TORRENTS}/{ih}");
+    let start = std::time::Instant::now();
+    let mut states = Vec::new();
+    loop {
+        let (code, v) = api(node.http, "GET", &path, None, b"");
+        assert_eq!(
+            code,
+            200,
+            "after {:?}, states {states:?}: {v}",
+            start.elapsed()
+        );
+        let state = v["state"].as_str().unwrap_or("?").to_owned();
+        if states.last() != Some(&state) {
+            states.push(state.clone());
+        }
+        if state == "seeding" {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "states {states:?}");
+    }
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("resolving"),
+        "{states:?}"
+    );
 }
 
 /// With `http.api_token_file` set, the API answers only requests carrying
