@@ -280,10 +280,8 @@ fn unwritable_output_is_not_a_panic() {
     write_data(&data, 5000, 1);
     let torrent = dir.path().join("d.torrent");
     run_ok(shoal().args(["create", &s(&data), "-o", &s(&torrent)]));
-    for args in [
-        vec!["show", &s(&torrent)][..].to_vec(),
-        vec!["config", "example"],
-    ] {
+    let torrent = s(&torrent);
+    for args in [vec!["show", torrent.as_str()], vec!["config", "example"]] {
         // The read end closed before the command starts, so its first
         // write fails whatever the timing.
         let (reader, writer) = std::io::pipe().unwrap();

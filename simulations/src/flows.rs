@@ -144,11 +144,14 @@ impl InLink {
 /// caps and that part therefore add up to the downlink, so flows that all
 /// speed up at once within a window cannot over-fill it; one that is held
 /// elsewhere still leaves its unused part to the others.
-fn downlink_caps(down: f64, wants: &mut [f64]) -> (f64, bool) {
+/// `sorted` is scratch (settle calls this for every receiver that moved,
+/// between windows, on one thread).
+fn downlink_caps(down: f64, wants: &mut [f64], sorted: &mut Vec<f64>) -> (f64, bool) {
     for w in wants.iter_mut() {
         *w *= 1.0 + HEADROOM;
     }
-    let mut sorted = wants.to_vec();
+    sorted.clear();
+    sorted.extend_from_slice(wants);
     sorted.sort_by(f64::total_cmp);
     let (mut left, n) = (down, sorted.len());
     let mut level = f64::INFINITY;
@@ -420,20 +423,28 @@ impl Sim {
         let world = Arc::get_mut(&mut self.world).expect("a part still holds the world");
         let dirty_links = self.link_tallies.update(self.now, mark, &mut world.regions);
         let mut ups: Vec<u32> = Vec::new();
-        let (mut flows, mut wants) = (Vec::new(), Vec::new());
+        let (mut flows, mut wants, mut sorted) = (Vec::new(), Vec::new(), Vec::new());
         for &j in &dirty {
             self.downlink_flows(j, &mut flows, &mut wants);
             let l = self.world.inlinks[j as usize];
-            let (entry, held) = downlink_caps(l.down, &mut wants);
+            let (entry, held) = downlink_caps(l.down, &mut wants, &mut sorted);
             let l = &mut self.world_mut().inlinks[j as usize];
             (l.entry, l.held) = (entry, held);
             for (&(p, f), &rcap) in flows.iter().zip(&wants) {
                 let old = self.parts[p].flows[f as usize].rcap;
-                self.check_flow(p, f, old, rcap, mark, &mut ups);
-                self.parts[p].flows[f as usize].rcap = rcap;
+                // An unchanged cap leaves only a link's share to move the
+                // flow, and the loop over changed links sees to that.
+                if old != rcap {
+                    self.check_flow(p, f, old, rcap, mark, &mut ups);
+                    self.parts[p].flows[f as usize].rcap = rcap;
+                }
             }
         }
         for &l in &dirty_links {
+            let regions = &self.world.regions;
+            if regions.share(l) == self.link_tallies.old_share(l, mark, regions) {
+                continue;
+            }
             for &c in self.link_tallies.flows(l) {
                 let h = &self.world.halves[c as usize];
                 let p = self.world.part_of(h.node);
@@ -593,7 +604,7 @@ mod tests {
         let inf = f64::INFINITY;
         let caps = |down: f64, wants: &[f64]| {
             let mut w = wants.to_vec();
-            let (entry, held) = downlink_caps(down, &mut w);
+            let (entry, held) = downlink_caps(down, &mut w, &mut Vec::new());
             // Never more than the downlink, even if every flow rose to
             // its cap at once.
             assert!(w.iter().sum::<f64>() <= down * (1.0 + 1e-12), "{w:?}");

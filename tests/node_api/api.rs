@@ -12,7 +12,8 @@ use super::common;
 use super::common::node::{api, start_mesh_node};
 use super::common::{run, run_ok, shoal, tempdir};
 use super::{
-    add_torrent, call, data_and_torrent, get, seeded, torrent_op, wait_state, wait_until, LIMIT,
+    add_torrent, call, data_and_torrent, get, seeded, torrent_op, wait_state, wait_until, Seeded,
+    LIMIT,
 };
 
 /// The collection of torrents.
@@ -487,13 +488,7 @@ fn magnet_links_and_gossip_learned_trackers() {
 fn a_magnet_is_never_missing_on_its_way_to_a_torrent() {
     let dir = tempdir();
     let root = dir.path();
-    let seed = start_mesh_node(&root.join("seed"), true, "");
-    let content = root.join("seed").join("downloads").join("image.bin");
-    let torrent = root.join("t.torrent");
-    data_and_torrent(&content, 1 << 20, 3, None, &torrent);
-    let v = add_torrent(&seed, &std::fs::read(&torrent).unwrap(), "");
-    let ih = v["infohash"].as_str().unwrap().to_owned();
-    wait_state(&seed, &ih, "seeding", LIMIT);
+    let Seeded { seed, ih, .. } = seeded(root, 1 << 20);
 
     let node = start_mesh_node(&root.join("leech"), false, "");
     let magnet = format!(
