@@ -178,9 +178,9 @@ pub struct MeshConfig {
     /// every node is the operator's own: nobody free rides there, and a
     /// node that joins late or restarts gets slots at once instead of
     /// waiting for its neighbours to finish. It pays where downlinks are
-    /// wider than uplinks; on symmetric links it does not (the nodes
-    /// furthest behind draw every neighbour's slots at once). Stock
-    /// clients in the swarm would be served without uploading back.
+    /// wider than uplinks; on symmetric links the simulator measured no
+    /// gain (`benches/RESULTS.md`, "Stop 20"). Stock clients in the
+    /// swarm would be served without uploading back.
     pub leecher_choking: Option<LeecherChoking>,
     /// Peers per torrent at which dialing stops (inbound connections
     /// count); unset keeps the peer book's default.

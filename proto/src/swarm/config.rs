@@ -37,10 +37,9 @@ pub enum LeecherChoking {
     /// rides and what counts is when the *last* node finishes. A node
     /// that joined late (after a crash, say) then gets regular slots at
     /// once instead of waiting for its neighbours to complete. Where
-    /// downlinks are no wider than uplinks it does not pay: every node
-    /// ranks by the same measure, so the nodes furthest behind draw all
-    /// their neighbours' slots at once, more than they can take, while
-    /// the nodes just ahead get few (`benches/RESULTS.md`, "Stop 20").
+    /// downlinks are no wider than uplinks the simulator measured no
+    /// gain: the last node about as late, the median 2-3% later
+    /// (`benches/RESULTS.md`, "Stop 20").
     FurthestBehind,
 }
 
@@ -75,13 +74,12 @@ pub struct SwarmConfig {
     /// How a leecher ranks peers for its regular slots.
     pub leecher_choking: LeecherChoking,
     /// How often the regular unchoke set is re-evaluated. 10 s, as in
-    /// BitTorrent. Rounds every 2 s let a node starved early on
-    /// symmetric links win back reciprocation sooner (the simulator's
-    /// symmetric fleet ends 1.23-1.27x the fluid bound instead of
-    /// 1.36-1.50x), but they choke working slots as often: the median
-    /// came 2-3% later in churn and between data centres, three of eight
-    /// scenarios ended later at 5,000 nodes, and the daemon's benchmark
-    /// gained nothing (`benches/RESULTS.md`, "Stop 20").
+    /// BitTorrent. Rounds every 2 s cut the tail of the simulator's
+    /// symmetric fleet (its last node at 1.23-1.27x the fluid bound
+    /// instead of 1.36-1.50x), but the median came 2-3% later in churn
+    /// and between data centres, three of eight scenarios ended later at
+    /// 5,000 nodes, and the daemon's benchmark gained nothing
+    /// (`benches/RESULTS.md`, "Stop 20").
     pub choke_interval: Duration,
     /// How often the optimistic unchoke rotates.
     pub optimistic_interval: Duration,
