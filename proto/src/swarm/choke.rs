@@ -223,8 +223,9 @@ impl Swarm {
     }
 
     /// Between rounds, while downloading: gives the optimistic share of the
-    /// slots to a peer we have never uploaded to, once whoever holds it has
-    /// had a piece's worth from us (enough to trade with).
+    /// slots to a peer we have not uploaded to for a rate window (or
+    /// never), once whoever holds it has had a piece's worth from us
+    /// (enough to trade with).
     ///
     /// The optimistic slot is there to give a peer with nothing to offer a
     /// start. But free slots are filled by rank as peers become interested,
@@ -234,22 +235,45 @@ impl Swarm {
     /// every neighbour choking it: in the simulator's churn
     /// scenario the last node to finish joined at 2.0 s and held nothing
     /// for 2.5 s, choked by all 16 of its neighbours, though each held
-    /// pieces it lacked (`benches/RESULTS.md`, "Stop 17"). Peers we never
-    /// served run out as we serve them, so this rotates at most once per
-    /// such peer.
+    /// pieces it lacked (`benches/RESULTS.md`, "Stop 17").
+    ///
+    /// "Never served" alone was not enough: a peer served once at the
+    /// start and choked since by every neighbour has nothing they lack,
+    /// so reciprocation gives it nothing, and it waited for the next
+    /// optimistic round. In the slow-uplinks test a 1 Gbit/s node held 5
+    /// pieces from 1 s to 6 s that way (`benches/RESULTS.md`, "Stop 20").
+    /// So when no peer waits that we never served, the share goes to one
+    /// we have not served for a rate window. The holder must have had a
+    /// piece's worth first, so the share moves at most once per piece it
+    /// carries.
     pub(super) fn rotate_spent_optimistic(&mut self, now: Time) {
         if self.have.is_full() {
             return;
         }
-        let unserved = |p: &Peer| {
-            p.am_choking && !p.slot_stalled && p.up.total() == 0 && p.wants_upload(false)
+        // A holder choked since (it lost interest, say) gave its slot back
+        // when that happened; rotating it would open one slot too many.
+        let peers = &self.peers;
+        self.optimistic
+            .retain(|k| peers.get(k).is_some_and(|p| !p.am_choking));
+        let tau = self.cfg.rate_window;
+        let waiting = |p: &Peer| p.am_choking && !p.slot_stalled && p.wants_upload(false);
+        let pool_of = |starved: bool| -> Vec<PeerKey> {
+            self.peers
+                .iter()
+                .filter(|(_, p)| {
+                    waiting(p)
+                        && match p.served_at {
+                            None => true,
+                            Some(t) => starved && now.saturating_since(t) >= tau,
+                        }
+                })
+                .map(|(&k, _)| k)
+                .collect()
         };
-        let mut pool: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| unserved(p))
-            .map(|(&k, _)| k)
-            .collect();
+        let mut pool = pool_of(false);
+        if pool.is_empty() {
+            pool = pool_of(true);
+        }
         // Locality's slot rule holds here too: a far newcomer only when no
         // far peer holds a slot (at 5,000 nodes, inter-dc sent 36.6 copies
         // across its shared link without this, against 30.3).
