@@ -240,7 +240,7 @@ impl Swarm {
     /// "Never served" alone was not enough: a peer served once at the
     /// start and choked since by every neighbour has nothing they lack,
     /// so reciprocation gives it nothing, and it waited for the next
-    /// optimistic round. In the slow-uplinks test a 1 Gbit/s node held 5
+    /// optimistic round. In the slow-uplinks test a 1 Gbit/s node held 5-6
     /// pieces from 1 s to 6 s that way (`benches/RESULTS.md`, "Stop 20").
     /// So when no peer waits that we never served, the share goes to one
     /// we have not served for a rate window. The holder must have had a
