@@ -11,7 +11,8 @@
 //! - Ties between equally ranked peers are broken by the seeded RNG, never
 //!   by key order, so no peer is favoured by the caller's numbering.
 //! - Choking a peer forgets what it has queued at us (the caller drops
-//!   unsent blocks) and takes back its unstarted reveals.
+//!   unsent blocks) and takes back its unstarted reveals and its share of
+//!   the optimistic slots: only peers we unchoke hold that share.
 //! - A seed's slot is kept only by a peer that uses it. One it unchokes
 //!   that wants something (interested, or courted while it spreads) but has
 //!   neither asked for anything nor taken any of our bytes for its *slot
@@ -126,6 +127,10 @@ impl Swarm {
         p.am_choking = choke;
         if choke {
             p.serving_bytes = 0;
+            // Its slot is given back now: a choked holder of the
+            // optimistic share would keep `pick_optimistic` from filling
+            // it, and a rotation away from it would open one slot too many.
+            self.optimistic.retain(|&k| k != peer);
             self.send(peer, Message::Choke);
             self.spread_release(peer, false);
         } else {
@@ -250,11 +255,6 @@ impl Swarm {
         if self.have.is_full() {
             return;
         }
-        // A holder choked since (it lost interest, say) gave its slot back
-        // when that happened; rotating it would open one slot too many.
-        let peers = &self.peers;
-        self.optimistic
-            .retain(|k| peers.get(k).is_some_and(|p| !p.am_choking));
         let tau = self.cfg.rate_window;
         let (mut never, mut starved) = (Vec::new(), Vec::new());
         for (&k, p) in self.peers.iter() {

@@ -207,6 +207,54 @@ fn choking_keeps_the_slots_and_reciprocates() {
     assert_eq!(s.stats().unchoked, 4);
 }
 
+/// Only a peer we upload to holds the optimistic share: one that gives
+/// its slot back (it lost interest, say) gives the share back with it,
+/// so that the share can be drawn afresh at the next round instead of
+/// staying with a peer we choked.
+#[test]
+fn a_choked_peer_holds_no_optimistic_share() {
+    let n = 8;
+    let mut s = Swarm::new(geo(n, KB16), &bits(n, 0..4), slots(2, 0), 9).unwrap();
+    let peers: Vec<PeerKey> = (10..16).map(PeerKey).collect();
+    for &k in &peers {
+        s.handle_peer_connected(t(0), k, false).unwrap();
+        s.handle_bitfield(t(0), k, &bits(n, 4..8)).unwrap();
+        s.handle_interested(t(0), k, true).unwrap();
+    }
+    let holds_only_unchoked = |s: &Swarm| s.optimistic.iter().all(|&k| s.is_unchoked(k));
+    let mut now = 0;
+    // Past the first round, so that the share is an optimistic pick.
+    while now < 12_000 {
+        now += 250;
+        for (i, &k) in peers.iter().enumerate() {
+            s.handle_bytes_received(t(now), k, i as u64 * 25_000);
+        }
+        serve_tick(&mut s, now, &peers, 0, |_| KB16);
+        drain(&mut s);
+        assert!(holds_only_unchoked(&s), "at {now}: {:?}", s.optimistic);
+    }
+    let x = *s
+        .optimistic
+        .first()
+        .expect("the round picked an optimistic peer");
+    assert!(s.is_unchoked(x));
+    s.handle_interested(t(now), x, false).unwrap();
+    drain(&mut s);
+    assert!(
+        !s.is_unchoked(x),
+        "a peer that wants nothing gives its slot back"
+    );
+    assert!(
+        !s.optimistic.contains(&x),
+        "and the optimistic share with it"
+    );
+    // Interested again before anything else runs: still choked, and the
+    // share is not its own any more.
+    s.handle_interested(t(now), x, true).unwrap();
+    drain(&mut s);
+    assert!(holds_only_unchoked(&s), "{:?}", s.optimistic);
+}
+
 /// A peer that comes after the slots filled gets the optimistic share
 /// between rounds, from the peer holding it once that one has had a piece
 /// from us. Before the first round the ranking holds that share; after it,
