@@ -7,8 +7,14 @@
 //! events pushed into the current slot go through a (small) heap. At
 //! 1,000 nodes `perf` put the one big heap at a fifth of the run; with the
 //! wheel a plain heap measured 10–25 % more CPU at 3,000 nodes, and
-//! sorting each slot instead of heaping it saved about 10 % more. The
-//! price is memory: buckets keep their capacity (see `benches/RESULTS.md`).
+//! sorting each slot instead of heaping it saved about 10 % more.
+//!
+//! A bucket's buffer moves into the slot when the slot comes up, and the
+//! bucket starts again empty. When loaded slots traded buffers with their
+//! buckets instead, every bucket kept the capacity of the busiest slot it
+//! had passed on: at 5,000 nodes the wheel held about 200 MiB per part
+//! for some 25 thousand pending events, over half the run's peak memory,
+//! for no measured gain in speed (`benches/RESULTS.md`, "Stop 21").
 //!
 //! Invariants:
 //! - `slot` (sorted when loaded, the earliest last) and `near` (what was
@@ -254,12 +260,12 @@ impl<T> Queue<T> {
             }
             let bucket = &mut self.wheel[(self.cur % SLOTS) as usize];
             if !bucket.is_empty() {
+                let mut bucket = std::mem::take(bucket);
                 self.in_wheel -= bucket.len();
                 if self.slot.is_empty() {
-                    // Trade buffers: both keep their capacity.
-                    std::mem::swap(&mut self.slot, bucket);
+                    self.slot = bucket;
                 } else {
-                    self.slot.append(bucket);
+                    self.slot.append(&mut bucket);
                 }
             }
             if !self.slot.is_empty() {
@@ -274,6 +280,31 @@ impl<T> Queue<T> {
 mod tests {
     use super::*;
     use crate::rng::SplitMix;
+
+    /// Room, in entries, that the wheel's buckets hold.
+    fn wheel_capacity<T>(q: &Queue<T>) -> usize {
+        q.wheel.iter().map(Vec::capacity).sum()
+    }
+
+    /// A burst does not leave its buffer behind in the wheel: the wheel
+    /// holds room for what is pending, not for every bucket's busiest
+    /// slot so far.
+    #[test]
+    fn a_burst_leaves_no_buffer_in_the_wheel() {
+        let mut q = Queue::default();
+        let slot = 1 << SLOT_SHIFT;
+        for i in 0..10_000u32 {
+            q.push(5 * slot, i);
+        }
+        for i in 0..10_000u32 {
+            assert_eq!(q.pop(), Some((5 * slot, i)));
+        }
+        // The next slot's one event is loaded in place of the burst's.
+        q.push(6 * slot, 7);
+        assert_eq!(q.pop(), Some((6 * slot, 7)));
+        assert!(q.is_empty());
+        assert!(wheel_capacity(&q) < 64, "{}", wheel_capacity(&q));
+    }
 
     /// Random pushes interleaved with pops, far and near, pop in exactly
     /// the (time, push order) order a plain sort gives.
