@@ -293,9 +293,10 @@ impl Swarm {
             })
         };
         let Some(spent) = spent else { return };
-        self.optimistic.retain(|&k| k != spent);
-        self.pick_optimistic(now, pool);
+        // Choking gives its share back (`set_choke`), so the pick below
+        // fills that share and no slot is briefly over-subscribed.
         self.set_choke(now, spent, true);
+        self.pick_optimistic(now, pool);
         for k in self.optimistic.clone() {
             self.set_choke(now, k, false);
         }

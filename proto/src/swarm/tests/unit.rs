@@ -248,8 +248,8 @@ fn a_choked_peer_holds_no_optimistic_share() {
         !s.optimistic.contains(&x),
         "and the optimistic share with it"
     );
-    // Interested again before anything else runs: still choked, and the
-    // share is not its own any more.
+    // Interested again before anything else runs: whatever it gets back,
+    // the share still rests only with peers we unchoke.
     s.handle_interested(t(now), x, true).unwrap();
     drain(&mut s);
     assert!(holds_only_unchoked(&s), "{:?}", s.optimistic);
