@@ -25,7 +25,7 @@ use shoal_proto::InfoHash;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::view::{TorrentDetail, TorrentView};
-use super::{lock, now_ms, Inner, Torrents, TorrentsError};
+use super::{lock, now_ms, Inner, Torrents, TorrentsError, Via};
 
 /// Longest a magnet's metadata is looked for.
 const MAGNET_TIMEOUT: Duration = Duration::from_secs(60);
@@ -172,7 +172,7 @@ async fn resolve(weak: Weak<Inner>, magnet: Magnet, target_dir: PathBuf) {
         };
         (p.life.clone(), p._task.take())
     };
-    match t.add_meta(meta, target_dir, life, true).await {
+    match t.add_meta(meta, target_dir, life, Via::Magnet).await {
         Ok(_) => {}
         // Removed while the add waited for its turn: the removal wins.
         Err(TorrentsError::Unknown(_)) => {}

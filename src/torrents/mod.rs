@@ -120,6 +120,16 @@ pub enum AddSource {
     Magnet(String),
 }
 
+/// How `Torrents::add_meta` came by the metainfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Given whole (a `.torrent`).
+    Metainfo,
+    /// Fetched for a magnet: the torrent takes the place of the magnet's
+    /// placeholder, which must still be there (see `magnet.rs`).
+    Magnet,
+}
+
 /// A torrent to add.
 #[derive(Debug, Clone)]
 pub struct AddRequest {
@@ -373,7 +383,7 @@ impl Torrents {
                 let meta = Metainfo::from_bytes(&bytes)
                     .map_err(|e| TorrentsError::BadTorrent(e.to_string()))?;
                 let life = Lifecycle::new(req.paused, self.inner.cfg.verify_on_complete);
-                self.add_meta(meta, target_dir, life, false).await
+                self.add_meta(meta, target_dir, life, Via::Metainfo).await
             }
             AddSource::Magnet(link) => self.add_magnet(&link, target_dir, req.paused).await,
         }
@@ -381,18 +391,17 @@ impl Torrents {
 
     /// Adds a torrent whose metainfo is known, into an existing absolute
     /// directory; `life` is its lifecycle while the metadata was resolved.
-    /// `handover`: the torrent takes the place of its magnet's
-    /// placeholder, which must still be there (see `magnet.rs`).
     async fn add_meta(
         &self,
         meta: Metainfo,
         target_dir: PathBuf,
         mut life: Lifecycle,
-        handover: bool,
+        via: Via,
     ) -> Result<TorrentView, TorrentsError> {
         let inner = &self.inner;
         let ih = meta.info_hash;
         let _control = inner.control.lock().await;
+        let handover = via == Via::Magnet;
         if handover && !lock(&inner.resolving).contains_key(&ih) {
             return Err(TorrentsError::Unknown(ih));
         }
